@@ -1,0 +1,108 @@
+"""One entry point: `f1backfill <command>`.
+
+migrate   create or upgrade the database schema (idempotent, safe concurrently)
+worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
+demo      the whole path locally on embedded defaults: no key, no external database
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import WorkerSettings
+from .errors import BackfillError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .db.migrate import migrate
+
+    settings = WorkerSettings.from_env()
+    applied = migrate(settings.database_url, dimensions=args.dimensions or settings.dimensions)
+    print(f"schema up to date; applied {applied or 'nothing'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker.loop import Worker
+
+    overrides = {
+        "yacht_id": args.yacht_id, "batch_size": args.batch_size,
+        "batch_sleep_sec": args.batch_sleep, "max_attempts": args.max_attempts,
+        "max_embedding_chars": args.max_embedding_chars, "provider": args.provider,
+        "max_in_flight": args.max_in_flight, "prometheus_port": args.port,
+        "skip_object_types": tuple(args.skip_object_types.split(",")) if args.skip_object_types
+        else None,
+    }
+    settings = WorkerSettings.from_env(**overrides)
+    if not settings.yacht_id:
+        raise BackfillError("--yacht-id (or YACHT_ID) is required")
+    _setup_logging(settings.log_level)
+    worker = Worker(settings)
+
+    def on_signal(signum, _frame) -> None:
+        logging.getLogger(__name__).info("signal %d: releasing claims and stopping", signum)
+        worker.terminate()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run().exit_code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(yachts=args.yachts, entities=args.entities, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="f1backfill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the schema (DATABASE_URL)")
+    migrate.add_argument("--dimensions", type=int, help="vector length (EMBEDDING_DIMENSIONS)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    worker = sub.add_parser("worker", help="drain one yacht's queue (settings from env)")
+    worker.add_argument("--yacht-id", help="the yacht (YACHT_ID)")
+    worker.add_argument("--batch-size", type=int, help="rows per claim (BATCH_SIZE)")
+    worker.add_argument("--batch-sleep", type=float, help="pause between batches (BATCH_SLEEP_SEC)")
+    worker.add_argument("--max-attempts", type=int, help="failures before the DLQ (MAX_ATTEMPTS)")
+    worker.add_argument("--max-embedding-chars", type=int, help="MAX_EMBEDDING_CHARS")
+    worker.add_argument("--skip-object-types", help="comma-separated (SKIP_OBJECT_TYPES)")
+    worker.add_argument("--provider", choices=["openai", "hash"], help="EMBEDDING_PROVIDER")
+    worker.add_argument("--max-in-flight", type=int, help="concurrent batches (MAX_IN_FLIGHT)")
+    worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="run the backfill locally on embedded defaults")
+    demo.add_argument("--yachts", type=int, default=4)
+    demo.add_argument("--entities", type=int, default=150, help="entities per yacht (average)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BackfillError as exc:
+        print(f"f1backfill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

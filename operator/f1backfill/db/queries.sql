@@ -1,0 +1,218 @@
+-- Named queries, split on "-- name: <name>" lines by f1backfill.db.queries().
+-- Values are always parameters; no identifier varies here.
+
+-- name: enqueue_pending
+-- Queue a yacht's rows that need an embedding. Idempotent: a queued row is no longer
+-- pending, and the partial unique index refuses a second queued job for an object.
+WITH pending AS (
+    SELECT object_type, object_id
+    FROM search_index
+    WHERE yacht_id = %(yacht_id)s
+      AND (embedding_status = 'pending' OR embedding_status IS NULL)
+      AND NOT (object_type = ANY (%(skip_types)s::text[]))
+    ORDER BY object_type, object_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE search_index si
+    SET embedding_status = 'queued', embedding_queued_at = now()
+    FROM pending p
+    WHERE si.object_type = p.object_type AND si.object_id = p.object_id
+    RETURNING si.object_type, si.object_id, si.yacht_id
+)
+INSERT INTO embedding_jobs (object_type, object_id, yacht_id, priority)
+SELECT object_type, object_id, yacht_id, %(priority)s FROM marked
+ON CONFLICT (object_type, object_id) WHERE status = 'queued' DO NOTHING;
+
+-- name: skip_types
+-- SKIP_OBJECT_TYPES: queued jobs of those types are set aside and their rows left pending,
+-- so a later run without the skip picks them up again.
+WITH skipped AS (
+    UPDATE embedding_jobs
+    SET status = 'skipped', finished_at = now()
+    WHERE yacht_id = %(yacht_id)s AND status = 'queued'
+      AND object_type = ANY (%(skip_types)s::text[])
+    RETURNING object_type, object_id
+)
+UPDATE search_index si
+SET embedding_status = 'pending'
+FROM skipped s
+WHERE si.object_type = s.object_type AND si.object_id = s.object_id
+  AND si.embedding_status = 'queued'
+RETURNING si.object_type;
+
+-- name: reclaim_expired
+-- Jobs whose worker stopped renewing its lease (killed, OOM, partitioned) go back to the
+-- queue. The lost attempt counts, so a row that kills every worker ends in the DLQ.
+WITH expired AS (
+    SELECT id, object_type, object_id
+    FROM embedding_jobs
+    WHERE yacht_id = %(yacht_id)s AND status = 'processing' AND lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE embedding_jobs j
+    SET status = CASE WHEN EXISTS (
+                     SELECT 1 FROM embedding_jobs q
+                     WHERE q.object_type = j.object_type AND q.object_id = j.object_id
+                       AND q.status = 'queued')
+                 THEN 'superseded' ELSE 'queued' END,
+        claimed_by = NULL, lease_expires_at = NULL, available_at = now(),
+        last_error_code = 'lease_expired', last_error = 'worker lease expired'
+    FROM expired e
+    WHERE j.id = e.id
+    RETURNING j.object_type, j.object_id, j.status
+)
+UPDATE search_index si
+SET embedding_status = 'queued',
+    embedding_attempts = si.embedding_attempts + 1,
+    payload = si.payload || jsonb_build_object(
+        'last_error', 'worker lease expired', 'last_error_code', 'lease_expired',
+        'first_failure_at', COALESCE(si.payload->>'first_failure_at', now()::text))
+FROM requeued r
+WHERE si.object_type = r.object_type AND si.object_id = r.object_id
+  AND si.embedding_status = 'processing'
+RETURNING si.object_type, si.object_id;
+
+-- name: claim_batch
+-- Claim up to %(limit)s of the yacht's queued jobs, priority first, then queue order.
+-- SKIP LOCKED lets concurrent workers take disjoint batches without waiting.
+WITH picked AS (
+    SELECT id
+    FROM embedding_jobs
+    WHERE yacht_id = %(yacht_id)s AND status = 'queued' AND available_at <= now()
+    ORDER BY priority DESC, queued_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE embedding_jobs j
+    SET status = 'processing', claimed_by = %(worker)s, started_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM picked p
+    WHERE j.id = p.id
+    RETURNING j.id, j.object_type, j.object_id
+), marked AS (
+    UPDATE search_index si
+    SET embedding_status = 'processing'
+    FROM claimed c
+    WHERE si.object_type = c.object_type AND si.object_id = c.object_id
+    RETURNING c.id, si.object_type, si.object_id, si.search_text, si.embedding_attempts,
+              md5(si.search_text) AS text_hash
+)
+SELECT id, object_type, object_id, search_text, embedding_attempts, text_hash
+FROM marked
+ORDER BY id;
+
+-- name: finish_jobs
+-- The jobs of a batch we still own (a lease may have expired and been reclaimed).
+UPDATE embedding_jobs
+SET status = %(status)s, finished_at = now(), lease_expires_at = NULL,
+    last_error_code = %(error_code)s, last_error = %(error)s
+WHERE id = ANY (%(ids)s) AND status = 'processing' AND claimed_by = %(worker)s
+RETURNING id;
+
+-- name: store_embeddings
+-- Vectors for jobs we still own, written only where the text is still the text we
+-- embedded; release_stale_text handles the others.
+UPDATE search_index si
+SET embedding = v.embedding::vector,
+    embedding_status = 'embedded',
+    embedding_model = %(model)s,
+    embedded_at = now(),
+    embedding_attempts = 0,
+    payload = si.payload - 'last_error' - 'last_error_code' - 'first_failure_at'
+FROM unnest(%(object_types)s::text[], %(object_ids)s::uuid[], %(embeddings)s::text[],
+            %(text_hashes)s::text[]) AS v (object_type, object_id, embedding, text_hash)
+WHERE si.object_type = v.object_type AND si.object_id = v.object_id
+  AND md5(si.search_text) = v.text_hash
+RETURNING si.object_type, si.object_id;
+
+-- name: release_stale_text
+-- Owned rows whose text changed while we embedded: give them back as pending.
+UPDATE search_index si
+SET embedding_status = 'pending'
+FROM unnest(%(object_types)s::text[], %(object_ids)s::uuid[], %(text_hashes)s::text[])
+     AS v (object_type, object_id, text_hash)
+WHERE si.object_type = v.object_type AND si.object_id = v.object_id
+  AND md5(si.search_text) <> v.text_hash AND si.embedding_status = 'processing';
+
+-- name: resolve_dead_letters
+-- A dead letter whose row has now embedded is resolved as a successful retry.
+UPDATE embedding_dlq d
+SET resolved_at = now(), resolution_type = 'retry_success'
+FROM unnest(%(object_types)s::text[], %(object_ids)s::uuid[]) AS v (object_type, object_id)
+WHERE d.object_type = v.object_type AND d.object_id = v.object_id
+  AND d.resolved_at IS NULL;
+
+-- name: requeue_rows
+-- Rows that failed but have attempts left: back to the queue after a backoff.
+-- attempts is the row's new attempt count; zero-increment for a release (SIGTERM, 429).
+WITH v AS (
+    SELECT * FROM unnest(%(job_ids)s::bigint[], %(object_types)s::text[],
+                         %(object_ids)s::uuid[], %(attempts)s::int[], %(error_codes)s::text[],
+                         %(errors)s::text[], %(delays)s::float8[])
+        AS v (job_id, object_type, object_id, attempts, error_code, error, delay)
+),
+jobs AS (
+    -- A newer job already queued for the object (its text changed) supersedes this one.
+    UPDATE embedding_jobs j
+    SET status = CASE WHEN EXISTS (
+                     SELECT 1 FROM embedding_jobs q
+                     WHERE q.object_type = j.object_type AND q.object_id = j.object_id
+                       AND q.status = 'queued')
+                 THEN 'superseded' ELSE 'queued' END,
+        claimed_by = NULL, lease_expires_at = NULL,
+        available_at = now() + make_interval(secs => v.delay),
+        last_error_code = v.error_code, last_error = v.error
+    FROM v
+    WHERE j.id = v.job_id AND j.status = 'processing' AND j.claimed_by = %(worker)s
+    RETURNING j.id
+)
+UPDATE search_index si
+SET embedding_status = 'queued',
+    embedding_attempts = v.attempts,
+    payload = CASE WHEN v.error_code IS NULL THEN si.payload
+              ELSE si.payload || jsonb_build_object(
+                  'last_error', v.error, 'last_error_code', v.error_code,
+                  'first_failure_at', COALESCE(si.payload->>'first_failure_at', now()::text))
+              END
+FROM v JOIN jobs ON jobs.id = v.job_id
+WHERE si.object_type = v.object_type AND si.object_id = v.object_id
+  AND si.embedding_status = 'processing'
+RETURNING si.object_id;
+
+-- name: dead_letter_rows
+-- Rows out of attempts, or that can never succeed. Setting 'failed' fires move_to_dlq(),
+-- which files the row in embedding_dlq and leaves it 'dlq'.
+UPDATE search_index si
+SET embedding_status = 'failed',
+    embedding_attempts = v.attempts,
+    payload = si.payload || jsonb_build_object(
+        'last_error', v.error, 'last_error_code', v.error_code,
+        'first_failure_at', COALESCE(si.payload->>'first_failure_at', now()::text))
+FROM unnest(%(object_types)s::text[], %(object_ids)s::uuid[], %(attempts)s::int[],
+            %(error_codes)s::text[], %(errors)s::text[])
+     AS v (object_type, object_id, attempts, error_code, error)
+WHERE si.object_type = v.object_type AND si.object_id = v.object_id
+  AND si.embedding_status = 'processing'
+RETURNING si.object_id;
+
+-- name: heartbeat
+-- Renew the leases of everything this worker holds.
+UPDATE embedding_jobs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE yacht_id = %(yacht_id)s AND status = 'processing' AND claimed_by = %(worker)s;
+
+-- name: queue_state
+-- What is left for a yacht: decides whether the worker may exit, and feeds /health.
+SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'queued' AND available_at <= now()) AS ready,
+       EXTRACT(EPOCH FROM min(available_at) FILTER (WHERE status = 'queued') - now())
+           AS next_in_seconds
+FROM embedding_jobs
+WHERE yacht_id = %(yacht_id)s AND status IN ('queued', 'processing');
+
+-- name: embedding_dimensions
+-- The declared length of search_index.embedding (vector's typmod is its dimension).
+SELECT atttypmod FROM pg_attribute
+WHERE attrelid = 'search_index'::regclass AND attname = 'embedding';

@@ -1,0 +1,1 @@
+"""The embedding worker a YachtBackfill Job runs: claim, embed, write, repeat."""

@@ -1,0 +1,229 @@
+"""Turns one claimed batch into outcomes: vectors, dead letters, retries, releases.
+
+Rows are packed into as few requests as the provider's caps allow; each request waits for
+the circuit breaker and the rate limiter, and its failure is handled by kind:
+- 429: wait as told and resend; the rows are not charged an attempt;
+- 400 / 'request too large': bisect until the refused row stands alone, dead-letter it;
+- 5xx, timeouts, unreadable responses: charge the rows an attempt, back off, resend, and
+  dead-letter rows that run out of attempts;
+- 401/403: nothing a row did; stop the worker (AuthFailed propagates).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import providers as p
+from .breaker import CircuitBreaker
+from .metrics import WorkerMetrics
+from .queue import ClaimedRow, Failure
+from .ratelimit import Cancelled, RateLimiter, retry_after_seconds
+from .textprep import (
+    MAX_INPUTS_PER_REQUEST,
+    MAX_TOKENS_PER_INPUT,
+    MAX_TOKENS_PER_REQUEST,
+    TokenEstimator,
+    clean,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass
+class Item:
+    row: ClaimedRow
+    text: str
+    tokens: int
+
+
+@dataclass
+class Outcome:
+    done: list[tuple[ClaimedRow, np.ndarray]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)  # to the dead-letter table
+    retries: list[tuple[Failure, float]] = field(default_factory=list)  # requeue after delay
+    unsent: list[ClaimedRow] = field(default_factory=list)  # release untouched
+
+
+class Embedder:
+    def __init__(
+        self,
+        provider: p.Provider,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
+        estimator: TokenEstimator,
+        metrics: WorkerMetrics,
+        *,
+        yacht_id: str,
+        dimensions: int,
+        max_chars: int,
+        max_attempts: int,
+        backoff_seconds: float,
+        cancelled: threading.Event,
+    ) -> None:
+        self.provider = provider
+        self.limiter = limiter
+        self.breaker = breaker
+        self.estimator = estimator
+        self.metrics = metrics
+        self.yacht_id = yacht_id
+        self.dimensions = dimensions
+        self.max_chars = max_chars
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.cancelled = cancelled
+
+    # -- planning ------------------------------------------------------------------------
+    def prepare(self, rows: list[ClaimedRow], outcome: Outcome) -> list[Item]:
+        """Clean texts; rows that can never succeed are dead-lettered here, unsent."""
+        items = []
+        per_input_chars = self.estimator.max_chars_for(int(MAX_TOKENS_PER_INPUT * 0.9))
+        for row in rows:
+            if row.attempts >= self.max_attempts:
+                # Only a reclaimed row (its worker died holding it) arrives like this.
+                outcome.failures.append(Failure(
+                    row, "lease_expired", "worker lost while holding the row (lease expired)"))
+                continue
+            text = clean(row.search_text, min(self.max_chars, per_input_chars))
+            if not text:
+                outcome.failures.append(Failure(row, "empty_text", "no text left after cleaning"))
+                continue
+            items.append(Item(row, text, self.estimator.estimate(text)))
+        return items
+
+    def pack(self, items: list[Item]) -> list[list[Item]]:
+        """Greedy packing into requests under the input-count and token caps."""
+        cap = min(MAX_TOKENS_PER_REQUEST, self.limiter.max_request_tokens)
+        requests: list[list[Item]] = []
+        current: list[Item] = []
+        tokens = 0
+        for item in items:
+            if current and (len(current) >= MAX_INPUTS_PER_REQUEST or tokens + item.tokens > cap):
+                requests.append(current)
+                current, tokens = [], 0
+            current.append(item)
+            tokens += item.tokens
+        if current:
+            requests.append(current)
+        return requests
+
+    # -- running -------------------------------------------------------------------------
+    def embed(self, rows: list[ClaimedRow]) -> Outcome:
+        outcome = Outcome()
+        requests = self.pack(self.prepare(rows, outcome))
+        for index, request in enumerate(requests):
+            try:
+                self._send(request, outcome)
+            except Cancelled:
+                for rest in requests[index:]:
+                    outcome.unsent.extend(i.row for i in rest if not self._settled(i, outcome))
+                break
+        return outcome
+
+    @staticmethod
+    def _settled(item: Item, outcome: Outcome) -> bool:
+        row = item.row
+        return (any(r is row for r, _ in outcome.done)
+                or any(f.row is row for f in outcome.failures)
+                or any(f.row is row for f, _ in outcome.retries))
+
+    def _send(self, items: list[Item], outcome: Outcome) -> None:
+        failures = 0
+        while True:
+            self.breaker.before_request(self.cancelled)
+            estimate = sum(i.tokens for i in items)
+            reservation = self.limiter.acquire(estimate, self.cancelled)
+            sent_at = time.monotonic()
+            try:
+                with self.metrics.latency.time():
+                    result = self.provider.embed([i.text for i in items])
+            except p.RateLimited as exc:
+                self.limiter.settle(reservation, None)
+                self.limiter.observe_headers(exc.headers, sent_at)
+                self.limiter.pause(retry_after_seconds(exc.headers))
+                self.breaker.record_neutral()
+                self.metrics.requests.labels("rate_limited").inc()
+                continue  # a 429 costs the rows nothing
+            except (p.InvalidInput, p.RequestTooLarge) as exc:
+                self.limiter.settle(reservation, None)
+                if isinstance(exc, p.InvalidInput):
+                    self.breaker.record_success()  # the provider is up and answering
+                else:
+                    self.breaker.record_neutral()
+                self.metrics.requests.labels("invalid_input").inc()
+                if len(items) > 1:
+                    middle = len(items) // 2
+                    self._send(items[:middle], outcome)
+                    self._send(items[middle:], outcome)
+                else:
+                    outcome.failures.append(Failure(items[0].row, "invalid_input", str(exc)))
+                return
+            except p.AuthFailed:
+                self.limiter.settle(reservation, None)
+                self.breaker.record_neutral()
+                self.metrics.requests.labels("error").inc()
+                raise
+            except (p.Transient, p.QuotaExhausted) as exc:
+                # The provider may have counted a request that timed out: keep the estimate.
+                self.limiter.settle(reservation, reservation.tokens)
+                self.metrics.requests.labels("error").inc()
+                if isinstance(exc, p.Transient):
+                    self.breaker.record_failure()
+                failures += 1
+                if self._charge(items, exc, outcome):
+                    return
+                items = [i for i in items if not self._settled(i, outcome)]
+                delay = self._backoff(failures)
+                log.warning("request of %d rows failed (%s: %s); retrying in %.1fs",
+                            len(items), exc.code, exc, delay)
+                if self.cancelled.wait(delay):
+                    for item in items:
+                        outcome.retries.append((Failure(item.row, exc.code, str(exc)), 0.0))
+                    return
+                continue
+            self._accept(items, result, reservation, sent_at, outcome)
+            return
+
+    def _accept(self, items, result: p.EmbedResult, reservation, sent_at, outcome) -> None:
+        tokens = result.tokens if result.tokens is not None else reservation.tokens
+        self.limiter.settle(reservation, tokens)
+        self.limiter.observe_headers(result.headers, sent_at)
+        self.estimator.observe(sum(len(i.text) for i in items), tokens)
+        self.breaker.record_success()
+        self.metrics.requests.labels("success").inc()
+        self.metrics.tokens.inc(tokens)
+        for item, vector in zip(items, result.vectors, strict=True):
+            if vector.shape != (self.dimensions,):
+                outcome.failures.append(Failure(
+                    item.row, "wrong_dimension",
+                    f"provider returned {vector.shape[0]} dimensions, expected {self.dimensions}"))
+            elif not np.isfinite(vector).all():
+                outcome.failures.append(Failure(item.row, "bad_response", "non-finite vector"))
+            else:
+                outcome.done.append((item.row, vector))
+
+    def _charge(self, items: list[Item], exc: p.ProviderError, outcome: Outcome) -> bool:
+        """One more attempt for each row; rows out of attempts are dead-lettered.
+
+        Returns True when no row is left to retry.
+        """
+        left = 0
+        for item in items:
+            item.row.attempts += 1
+            if item.row.attempts >= self.max_attempts:
+                outcome.failures.append(Failure(item.row, exc.code, str(exc)))
+            else:
+                left += 1
+        return left == 0
+
+    def _backoff(self, failures: int) -> float:
+        base = self.backoff_seconds * 2 ** (failures - 1)
+        # Full jitter keeps lanes (and workers) from retrying in lockstep.
+        return min(MAX_BACKOFF_SECONDS, base) * random.uniform(0.5, 1.0)

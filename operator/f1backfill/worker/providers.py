@@ -1,0 +1,233 @@
+"""Embedding providers: OpenAI (any OpenAI-compatible API) and an offline hash embedder.
+
+A provider turns a list of texts into vectors or raises one of the errors below; how to
+react (wait, retry, bisect, dead-letter) is the embedder's business, not the provider's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class EmbedResult:
+    vectors: list[np.ndarray]
+    tokens: int | None  # the provider's usage count; None when it reported none
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """Base of what a provider call can raise. `code` is the dead-letter error code."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = dict(headers or {})
+
+
+class RateLimited(ProviderError):
+    """429: wait and resend; never counts against a row."""
+
+    code = "rate_limit"
+
+
+class RequestTooLarge(ProviderError):
+    """429 'Request too large': the request must be split, waiting will not help."""
+
+    code = "rate_limit"
+
+
+class QuotaExhausted(ProviderError):
+    """429 insufficient_quota: billing, not pacing. Waiting will not help; it counts."""
+
+    code = "rate_limit"
+
+
+class InvalidInput(ProviderError):
+    """400: something in the request is refused; bisect to find the row."""
+
+    code = "invalid_input"
+
+
+class Transient(ProviderError):
+    """5xx or a broken connection: retry with backoff; feeds the circuit breaker."""
+
+    code = "provider_error"
+
+
+class Timeout(Transient):
+    code = "timeout"
+
+
+class BadResponse(Transient):
+    """A 200 that cannot be read (malformed JSON, missing vectors)."""
+
+    code = "bad_response"
+
+
+class AuthFailed(ProviderError):
+    """401/403: no row is at fault and no retry helps; the worker stops."""
+
+    code = "auth"
+
+
+class Provider(Protocol):
+    name: str
+
+    def embed(self, texts: list[str]) -> EmbedResult: ...
+
+    def close(self) -> None: ...
+
+
+class HashProvider:
+    """Deterministic, offline embeddings by feature hashing of words and word pairs.
+
+    Texts sharing words get similar vectors, which is enough for the demo's search and for
+    tests; L2-normalised like OpenAI's vectors.
+    """
+
+    name = "hash"
+    _WORD = re.compile(r"\w+")
+
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        vectors = [self._one(text) for text in texts]
+        tokens = sum(len(self._WORD.findall(text)) for text in texts)
+        return EmbedResult(vectors=vectors, tokens=tokens)
+
+    def _one(self, text: str) -> np.ndarray:
+        words = self._WORD.findall(text.lower())
+        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        vector = np.zeros(self.dimensions, dtype=np.float32)
+        if not features:
+            vector[0] = 1.0
+            return vector
+        digests = np.frombuffer(
+            b"".join(hashlib.blake2b(f.encode(), digest_size=8).digest() for f in features),
+            dtype=np.uint64,
+        )
+        index = (digests % np.uint64(self.dimensions)).astype(np.int64)
+        sign = np.where((digests >> np.uint64(63)) == 1, -1.0, 1.0).astype(np.float32)
+        np.add.at(vector, index, sign)
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            vector[0] = 1.0
+            return vector
+        return vector / norm
+
+    def close(self) -> None:
+        pass
+
+
+class OpenAIProvider:
+    """The official SDK; OPENAI_BASE_URL points it at any OpenAI-compatible server."""
+
+    name = "openai"
+
+    def __init__(
+        self, *, api_key: str, base_url: str | None, model: str, dimensions: int, timeout: float
+    ) -> None:
+        import openai
+
+        self._openai = openai
+        # The SDK's own retries are off: a retry hidden inside the SDK would skip our rate
+        # limiter's accounting and the circuit breaker, and hide 429 headers from us.
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0
+        )
+        self.model = model
+        self.dimensions = dimensions
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        openai = self._openai
+        extra = {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
+        try:
+            raw = self._client.embeddings.with_raw_response.create(
+                input=texts, model=self.model, encoding_format="base64", **extra
+            )
+        except openai.APITimeoutError as exc:
+            raise Timeout("request timed out") from exc
+        except openai.APIConnectionError as exc:
+            raise Transient(f"connection failed: {type(exc.__cause__ or exc).__name__}") from exc
+        except openai.RateLimitError as exc:
+            raise _rate_limit_error(exc) from exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise AuthFailed(f"{exc.status_code}: {_message(exc)}", exc.response.headers) from exc
+        except openai.BadRequestError as exc:
+            raise InvalidInput(_message(exc), exc.response.headers) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code == 408:
+                raise Timeout(f"408: {_message(exc)}", exc.response.headers) from exc
+            if exc.status_code in (404, 422) or 400 <= exc.status_code < 500:
+                raise InvalidInput(f"{exc.status_code}: {_message(exc)}") from exc
+            raise Transient(f"{exc.status_code}: {_message(exc)}", exc.response.headers) from exc
+        except openai.APIResponseValidationError as exc:
+            raise BadResponse(f"unreadable response: {exc}") from exc
+        headers = raw.headers
+        try:
+            parsed = raw.parse()
+            data = sorted(parsed.data, key=lambda item: item.index)
+            vectors = [_as_vector(item.embedding) for item in data]
+            tokens = parsed.usage.prompt_tokens if parsed.usage else None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise BadResponse(f"unreadable response: {type(exc).__name__}: {exc}", headers) \
+                from exc
+        if len(vectors) != len(texts):
+            raise BadResponse(f"{len(vectors)} vectors for {len(texts)} inputs", headers)
+        return EmbedResult(vectors=vectors, tokens=tokens, headers=headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _as_vector(embedding: object) -> np.ndarray:
+    if isinstance(embedding, str):  # base64 the SDK left undecoded
+        import base64
+
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+    return str(exc)[:500]
+
+
+def _rate_limit_error(exc) -> ProviderError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    code = inner.get("code") if isinstance(inner, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    message = _message(exc)
+    headers = exc.response.headers
+    if code == "insufficient_quota" or kind == "insufficient_quota":
+        return QuotaExhausted(message, headers)
+    if message.lower().startswith("request too large"):
+        return RequestTooLarge(message, headers)
+    return RateLimited(message, headers)
+
+
+def build_provider(settings) -> Provider:
+    if settings.provider == "openai":
+        return OpenAIProvider(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url or None,
+            model=settings.model,
+            dimensions=settings.dimensions,
+            timeout=settings.request_timeout_sec,
+        )
+    return HashProvider(settings.dimensions)

@@ -1,0 +1,175 @@
+"""The yacht's work queue in Postgres: claim, acknowledge, requeue, dead-letter.
+
+One `Queue` per connection (a lane owns one). Every method is one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..db import connect, query
+
+
+@dataclass
+class ClaimedRow:
+    job_id: int
+    object_type: str
+    object_id: uuid.UUID
+    search_text: str
+    attempts: int
+    text_hash: str
+
+
+@dataclass
+class Failure:
+    row: ClaimedRow
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class QueueState:
+    queued: int
+    processing: int
+    ready: int
+    next_in_seconds: float | None
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form. float32 repr round-trips exactly and is ~5x faster than str()."""
+    return "[" + ",".join(map(repr, vector.astype(np.float32).tolist())) + "]"
+
+
+class Queue:
+    def __init__(self, dsn: str, yacht_id: str, worker: str, lease_seconds: float) -> None:
+        self.conn = connect(dsn, application_name=f"f1backfill-worker {worker}"[:63])
+        self.yacht_id = uuid.UUID(yacht_id)
+        self.worker = worker
+        self.lease_seconds = float(lease_seconds)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _run(self, name: str, params: dict, *, fetch: bool = False) -> list[tuple]:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(query(name), {"yacht_id": self.yacht_id, "worker": self.worker,
+                                      "lease_seconds": self.lease_seconds, **params})
+            return cur.fetchall() if fetch else []
+
+    # -- filling and tidying the queue --------------------------------------------------
+    def enqueue_pending(self, skip_types: Sequence[str] = (), *, priority: int = 0,
+                        chunk: int = 5000) -> int:
+        """Queue the yacht's rows that need an embedding; returns how many were queued."""
+        total = 0
+        while True:
+            with self.conn, self.conn.cursor() as cur:
+                cur.execute(query("enqueue_pending"), {
+                    "yacht_id": self.yacht_id, "skip_types": list(skip_types),
+                    "priority": priority, "limit": chunk})
+                total += cur.rowcount
+                if cur.rowcount < chunk:
+                    return total
+
+    def skip_types(self, skip_types: Sequence[str]) -> int:
+        if not skip_types:
+            return 0
+        return len(self._run("skip_types", {"skip_types": list(skip_types)}, fetch=True))
+
+    def reclaim_expired(self) -> int:
+        return len(self._run("reclaim_expired", {}, fetch=True))
+
+    def heartbeat(self) -> None:
+        self._run("heartbeat", {})
+
+    def state(self) -> QueueState:
+        (row,) = self._run("queue_state", {}, fetch=True)
+        return QueueState(int(row[0]), int(row[1]), int(row[2]),
+                          None if row[3] is None else float(row[3]))
+
+    def embedding_dimensions(self) -> int | None:
+        rows = self._run("embedding_dimensions", {}, fetch=True)
+        return rows[0][0] if rows and rows[0][0] > 0 else None
+
+    # -- a batch's life ------------------------------------------------------------------
+    def claim(self, limit: int) -> list[ClaimedRow]:
+        rows = self._run("claim_batch", {"limit": limit}, fetch=True)
+        return [ClaimedRow(*row) for row in rows]
+
+    def complete(self, done: Sequence[tuple[ClaimedRow, np.ndarray]], failures: Sequence[Failure],
+                 retries: Sequence[tuple[Failure, float]], model: str) -> int:
+        """Write a batch's outcome in one transaction; returns rows embedded.
+
+        `done` rows get their vectors, `failures` go to the dead-letter table, `retries` go
+        back to the queue after their delay with one more attempt. Only rows this worker
+        still owns are touched: if our lease expired and another worker took a row over, the
+        row is theirs now.
+        """
+        embedded = 0
+        with self.conn, self.conn.cursor() as cur:
+            ids = [r.job_id for r, _ in done] + [f.row.job_id for f in failures]
+            cur.execute(query("finish_jobs"), {
+                "ids": ids, "worker": self.worker, "status": "done",
+                "error_code": None, "error": None})
+            owned = {row[0] for row in cur.fetchall()}
+            done = [(r, v) for r, v in done if r.job_id in owned]
+            if done:
+                cur.execute(query("store_embeddings"), {
+                    "object_types": [r.object_type for r, _ in done],
+                    "object_ids": [r.object_id for r, _ in done],
+                    "embeddings": [vector_literal(v) for _, v in done],
+                    "text_hashes": [r.text_hash for r, _ in done],
+                    "model": model})
+                stored = cur.fetchall()
+                embedded = len(stored)
+                if embedded < len(done):
+                    cur.execute(query("release_stale_text"), _keys((r for r, _ in done), True))
+                if stored:
+                    cur.execute(query("resolve_dead_letters"), {
+                        "object_types": [s[0] for s in stored],
+                        "object_ids": [s[1] for s in stored]})
+            failures = [f for f in failures if f.row.job_id in owned]
+            if failures:
+                cur.execute(
+                    "UPDATE embedding_jobs SET status = 'dlq' WHERE id = ANY (%(ids)s)",
+                    {"ids": [f.row.job_id for f in failures]})
+                cur.execute(query("dead_letter_rows"), {
+                    **_keys((f.row for f in failures), False),
+                    "attempts": [f.row.attempts for f in failures],
+                    "error_codes": [f.code for f in failures],
+                    "errors": [f.message[:1000] for f in failures]})
+            if retries:
+                self._requeue(cur, [(f.row, f.row.attempts, f.code, f.message, delay)
+                                    for f, delay in retries])
+        return embedded
+
+    def release(self, rows: Iterable[ClaimedRow]) -> None:
+        """Give claimed rows back untouched (shutdown): no attempt is counted."""
+        rows = list(rows)
+        if rows:
+            with self.conn, self.conn.cursor() as cur:
+                self._requeue(cur, [(r, r.attempts, None, None, 0.0) for r in rows])
+
+    def _requeue(self, cur, items: list[tuple[ClaimedRow, int, str | None, str | None, float]]
+                 ) -> None:
+        cur.execute(query("requeue_rows"), {
+            "worker": self.worker,
+            "job_ids": [r.job_id for r, *_ in items],
+            "object_types": [r.object_type for r, *_ in items],
+            "object_ids": [r.object_id for r, *_ in items],
+            "attempts": [a for _, a, *_ in items],
+            "error_codes": [c for _, _, c, _, _ in items],
+            "errors": [None if m is None else m[:1000] for *_, m, _ in items],
+            "delays": [d for *_, d in items]})
+
+
+def _keys(rows: Iterable[ClaimedRow], with_hash: bool) -> dict[str, list]:
+    rows = list(rows)
+    keys = {"object_types": [r.object_type for r in rows],
+            "object_ids": [r.object_id for r in rows]}
+    if with_hash:
+        keys["text_hashes"] = [r.text_hash for r in rows]
+    return keys

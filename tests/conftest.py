@@ -1,0 +1,47 @@
+"""Shared fixtures: a throwaway PostgreSQL 18 + pgvector for the session, a fresh database
+per test (cloned from a migrated template, so each test owns its data)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import psycopg2
+import pytest
+
+from f1backfill.db.migrate import migrate
+from f1backfill.localdb import LocalPostgres
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    server = LocalPostgres.start()
+    try:
+        template = server.create_database("f1_template")
+        migrate(template)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(pg_server) -> str:
+    """A migrated database of this test's own."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    conn = psycopg2.connect(pg_server.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE f1_template')
+    conn.close()
+    return pg_server.url(name)
+
+
+@pytest.fixture
+def db(database_url):
+    """An autocommit connection to the test's database."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
