@@ -104,9 +104,11 @@ ORDER BY id;
 
 -- name: finish_jobs
 -- The jobs of a batch we still own (a lease may have expired and been reclaimed).
+-- An earlier error stays on the job as history.
 UPDATE embedding_jobs
 SET status = %(status)s, finished_at = now(), lease_expires_at = NULL,
-    last_error_code = %(error_code)s, last_error = %(error)s
+    last_error_code = COALESCE(%(error_code)s, last_error_code),
+    last_error = COALESCE(%(error)s, last_error)
 WHERE id = ANY (%(ids)s) AND status = 'processing' AND claimed_by = %(worker)s
 RETURNING id;
 

@@ -79,7 +79,9 @@ class Worker:
         control = Queue(s.database_url, s.yacht_id, self.name, s.lease_timeout_sec)
         try:
             self._check_schema(control)
-            control.reclaim_expired()
+            reclaimed = control.reclaim_expired()
+            if reclaimed:
+                log.warning("reclaimed %d rows whose worker's lease expired", reclaimed)
             control.skip_types(s.skip_object_types)
             queued = control.enqueue_pending(s.skip_object_types)
             log.info("queued %d pending rows", queued)

@@ -1,0 +1,95 @@
+"""Names the operator, the Jobs it creates and the cluster agree on.
+
+The CustomResourceDefinition in `crds/yachtbackfill.yaml` is the contract; these are its names
+in Python. `tests/unit/test_crd_models_drift.py` fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+# --- The custom resource -------------------------------------------------------------------
+
+GROUP: Final = "f1cortex.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "YachtBackfill"
+PLURAL: Final = "yachtbackfills"
+SINGULAR: Final = "yachtbackfill"
+SHORT_NAME: Final = "yb"
+CATEGORY: Final = "f1cortex"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# --- Labels, annotations, finalizer --------------------------------------------------------
+
+# On every Job (and its pods): which backfill and which yacht it works for. Label values are
+# capped at 63 characters; a UUID is 36 and the CR name is truncated by the Job name builder.
+LABEL_BACKFILL: Final = f"{GROUP}/backfill"
+LABEL_YACHT_ID: Final = f"{GROUP}/yacht-id"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "f1backfill-operator"
+
+# kopf keeps its own bookkeeping (progress, last-handled configuration) under our group
+# rather than its default `kopf.zalando.org`, so `kubectl get -o yaml` shows whose it is.
+ANNOTATION_PREFIX: Final = GROUP
+FINALIZER: Final = f"{GROUP}/finalizer"
+
+# Set on a YachtBackfill to act on the yacht's dead letters once; the operator removes it
+# when done. `replay` re-queues them, `abandon` marks them resolved without re-embedding.
+ANNOTATION_REPLAY_DEAD_LETTERS: Final = f"{GROUP}/replay-dead-letters"
+ANNOTATION_ABANDON_DEAD_LETTERS: Final = f"{GROUP}/abandon-dead-letters"
+
+# --- Jobs ------------------------------------------------------------------------------------
+
+# Job names are `yb-<cr name, truncated>-<hash>`: deterministic, so an operator restarted at
+# any moment finds the Job it already created instead of creating a second one.
+# See `f1backfill.api.job_name`.
+JOB_NAME_PREFIX: Final = "yb"
+# The Job controller copies the Job name into the pods' `job-name` label, capped at 63.
+JOB_NAME_MAX_LENGTH: Final = 63
+JOB_NAME_HASH_LENGTH: Final = 10
+
+# A Job's pod resources when the CR does not override them (requests = limits, so the pod is
+# Guaranteed QoS and is not the first one evicted under memory pressure).
+DEFAULT_MEMORY: Final = "512Mi"
+DEFAULT_CPU: Final = "500m"
+
+# --- Phases, conditions, tiers ---------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    """`status.phase`: where a backfill is in its life."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ConditionType(StrEnum):
+    """`status.conditions[].type`: the conditions the operator raises."""
+
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    DLQ_GROWING = "DLQGrowing"
+    DRIFT = "Drift"
+
+
+TIER_PRIORITY: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "enterprise": 100,
+        "premium": 50,
+        "standard": 10,
+    }
+)
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 1000

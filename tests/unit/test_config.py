@@ -1,0 +1,66 @@
+"""Worker settings: playbook env names, flags win, errors name the variable."""
+
+import pytest
+
+from f1backfill.config import WorkerSettings
+from f1backfill.errors import ConfigError
+
+YACHT = "0b8f5d1e-8f0e-4c1a-9c53-2f1d8a6b9e10"
+
+
+def test_reads_the_playbook_names_from_the_environment():
+    settings = WorkerSettings.from_env(
+        {
+            "YACHT_ID": YACHT,
+            "BATCH_SIZE": "50",
+            "BATCH_SLEEP_SEC": "0.5",
+            "CIRCUIT_BREAKER_THRESHOLD": "7",
+            "CIRCUIT_BREAKER_RESET_SEC": "30",
+            "MAX_EMBEDDING_CHARS": "1000",
+            "SKIP_OBJECT_TYPES": "email, document",
+            "PROMETHEUS_PORT": "9100",
+            "LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert settings.batch_size == 50
+    assert settings.batch_sleep_sec == 0.5
+    assert settings.circuit_breaker_threshold == 7
+    assert settings.circuit_breaker_reset_sec == 30.0
+    assert settings.max_embedding_chars == 1000
+    assert settings.skip_object_types == ("email", "document")
+    assert settings.prometheus_port == 9100
+
+
+def test_flags_override_the_environment():
+    settings = WorkerSettings.from_env({"BATCH_SIZE": "50"}, batch_size=20, max_attempts=None)
+    assert settings.batch_size == 20
+    assert settings.max_attempts == 5
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
+        ({"BATCH_SIZE": "lots"}, "BATCH_SIZE"),
+        ({"YACHT_ID": "not-a-uuid"}, "YACHT_ID"),
+        ({"EMBEDDING_PROVIDER": "cohere"}, "EMBEDDING_PROVIDER"),
+        ({"EMBEDDING_PROVIDER": "openai"}, "OPENAI_API_KEY"),
+        ({"MAX_ATTEMPTS": "101"}, "MAX_ATTEMPTS"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        WorkerSettings.from_env(env)
+
+
+def test_redacted_hides_secrets():
+    settings = WorkerSettings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:hunter2@db/x",
+            "OPENAI_API_KEY": "sk-secret",
+            "EMBEDDING_PROVIDER": "openai",
+        }
+    )
+    shown = repr(settings.redacted())
+    assert "hunter2" not in shown and "sk-secret" not in shown
+    assert settings.redacted()["database_url"] == "<set>"
