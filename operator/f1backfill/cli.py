@@ -2,6 +2,8 @@
 
 migrate   create or upgrade the database schema (idempotent, safe concurrently)
 worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
+operator  admit YachtBackfills in priority order, one Job at a time (kopf)
+plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
 demo      the whole path locally on embedded defaults: no key, no external database
 """
 
@@ -60,6 +62,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker.run().exit_code
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from .config import OperatorSettings
+    from .controller import handlers
+    from .controller.runtime import Runtime
+
+    settings = OperatorSettings.from_env()
+    _setup_logging(settings.log_level)
+    log = logging.getLogger("f1backfill.operator")
+    log.info("operator starting with %s", settings.redacted())
+    runtime = Runtime.create(settings)
+    handlers.RUNTIME = runtime
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=settings.standalone,
+        peering_name=None if settings.standalone else settings.peering_name,
+        priority=runtime.priority,
+        identity=runtime.identity,
+        liveness_endpoint=(f"http://0.0.0.0:{settings.health_port}/healthz"
+                           if settings.health_port else None),
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan
+
+    settings = WorkerSettings.from_env()
+    sys.stdout.write(plan(settings.database_url, args.namespace))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -86,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-in-flight", type=int, help="concurrent batches (MAX_IN_FLIGHT)")
     worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
     worker.set_defaults(func=cmd_worker)
+
+    operator = sub.add_parser("operator", help="run the kopf operator (settings from env)")
+    operator.set_defaults(func=cmd_operator)
+
+    plan = sub.add_parser("plan", help="print a YachtBackfill per active yacht (kubectl apply)")
+    plan.add_argument("--namespace", help="namespace written into each CR")
+    plan.set_defaults(func=cmd_plan)
 
     demo = sub.add_parser("demo", help="run the backfill locally on embedded defaults")
     demo.add_argument("--yachts", type=int, default=4)

@@ -82,28 +82,10 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WorkerSettings:
         """Settings from `env` (default os.environ), then `overrides` (flags) win."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.metadata["env"])
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw)
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = value
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return _from_env(cls, env, overrides)
 
     def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise ConfigError(
-                    f"{f.metadata['env']}={value} is out of range "
-                    f"[{lo}, {'' if hi is None else hi}]"
-                )
+        _check_ranges(self)
         if self.yacht_id:
             try:
                 uuid.UUID(self.yacht_id)
@@ -123,11 +105,7 @@ class WorkerSettings:
 
     def redacted(self) -> dict[str, Any]:
         """For logs: secrets reduced to whether they are set."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = ("<set>" if value else "<unset>") if f.metadata.get("secret") else value
-        return out
+        return _redacted(self)
 
 
 def _parse(f, raw: str) -> Any:
@@ -137,8 +115,131 @@ def _parse(f, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"{f.metadata['env']}={raw!r} is not a valid {kind}") from None
     return raw
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What the operator needs; one object, from the environment, validated at start."""
+
+    database_url: str = field(
+        default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
+    )
+    namespaces: tuple[str, ...] = field(default=(), metadata=_meta(
+        "WATCH_NAMESPACES", "comma-separated namespaces to watch; empty = all"))
+    max_concurrent_jobs: int = field(default=1, metadata=_meta(
+        "MAX_CONCURRENT_JOBS", "embedding Jobs running at once, fleet-wide", lo=1, hi=1000))
+    fleet_requests_per_minute: int = field(default=3000, metadata=_meta(
+        "FLEET_RATE_LIMIT_RPM", "the provider account's requests/min, shared by all Jobs",
+        lo=1))
+    fleet_tokens_per_minute: int = field(default=1_000_000, metadata=_meta(
+        "FLEET_RATE_LIMIT_TPM", "the provider account's tokens/min, shared by all Jobs", lo=1))
+    default_provider: str = field(default="hash", metadata=_meta(
+        "DEFAULT_EMBEDDING_PROVIDER", "provider of CRs that name none: openai or hash"))
+    openai_base_url: str = field(default="", metadata=_meta(
+        "OPENAI_BASE_URL", "passed to workers; empty = api.openai.com"))
+    worker_image: str = field(default="f1backfill:latest", metadata=_meta(
+        "WORKER_IMAGE", "image of the embedding Jobs"))
+    worker_image_pull_policy: str = field(default="IfNotPresent", metadata=_meta(
+        "WORKER_IMAGE_PULL_POLICY", "Always, IfNotPresent or Never"))
+    worker_command: tuple[str, ...] = field(default=("f1backfill", "worker"), metadata=_meta(
+        "WORKER_COMMAND", "comma-separated command of the worker container"))
+    worker_service_account: str = field(default="", metadata=_meta(
+        "WORKER_SERVICE_ACCOUNT", "service account of worker pods (its token is not mounted)"))
+    database_secret_name: str = field(default="f1backfill-database", metadata=_meta(
+        "WORKER_DATABASE_SECRET", "Secret (in each CR's namespace) holding the workers' URL"))
+    database_secret_key: str = field(default="DATABASE_URL", metadata=_meta(
+        "WORKER_DATABASE_SECRET_KEY", "key of that Secret"))
+    openai_secret_name: str = field(default="f1backfill-openai", metadata=_meta(
+        "WORKER_OPENAI_SECRET", "Secret (in each CR's namespace) holding OPENAI_API_KEY"))
+    openai_secret_key: str = field(default="OPENAI_API_KEY", metadata=_meta(
+        "WORKER_OPENAI_SECRET_KEY", "key of that Secret"))
+    worker_log_level: str = field(default="INFO", metadata=_meta(
+        "WORKER_LOG_LEVEL", "LOG_LEVEL of the workers"))
+    job_backoff_limit: int = field(default=2, metadata=_meta(
+        "JOB_BACKOFF_LIMIT", "pod retries of one Job", lo=0, hi=100))
+    job_active_deadline_seconds: int = field(default=21600, metadata=_meta(
+        "JOB_ACTIVE_DEADLINE_SECONDS", "a Job running longer is failed", lo=60))
+    job_ttl_seconds: int = field(default=3600, metadata=_meta(
+        "JOB_TTL_SECONDS_AFTER_FINISHED", "finished Jobs are deleted after this", lo=0))
+    job_retries: int = field(default=1, metadata=_meta(
+        "JOB_RETRIES", "failed Jobs re-admitted before the backfill is Failed", lo=0, hi=100))
+    tick_seconds: float = field(default=5.0, metadata=_meta(
+        "RECONCILE_INTERVAL_SEC", "progress and admission are re-read at least this often",
+        lo=0.2, hi=600.0))
+    drift_interval_seconds: float = field(default=60.0, metadata=_meta(
+        "DRIFT_INTERVAL_SEC", "how often each yacht's sources are checked for drift",
+        lo=1.0))
+    dlq_warning: int = field(default=100, metadata=_meta(
+        "DLQ_WARNING_THRESHOLD", "unresolved dead letters that raise DLQGrowing", lo=1))
+    dlq_critical: int = field(default=1000, metadata=_meta(
+        "DLQ_CRITICAL_THRESHOLD", "unresolved dead letters that raise it again, critical",
+        lo=1))
+    metrics_port: int = field(default=9090, metadata=_meta(
+        "OPERATOR_METRICS_PORT", "operator /metrics; 0 = off", lo=0, hi=65535))
+    health_port: int = field(default=8080, metadata=_meta(
+        "OPERATOR_HEALTH_PORT", "kopf liveness endpoint /healthz; 0 = off", lo=0, hi=65535))
+    peering_name: str = field(default="f1backfill", metadata=_meta(
+        "PEERING_NAME", "kopf peering object shared by the replicas"))
+    standalone: bool = field(default=False, metadata=_meta(
+        "STANDALONE", "true: no peering (one replica, or local runs)"))
+    log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any
+                 ) -> OperatorSettings:
+        return _from_env(cls, env, overrides)
+
+    def validate(self) -> None:
+        _check_ranges(self)
+        if self.default_provider not in PROVIDERS:
+            raise ConfigError(f"DEFAULT_EMBEDDING_PROVIDER must be one of {PROVIDERS}, "
+                              f"got {self.default_provider!r}")
+        if self.dlq_critical < self.dlq_warning:
+            raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
+        if not self.worker_command:
+            raise ConfigError("WORKER_COMMAND must not be empty")
+
+    def redacted(self) -> dict[str, Any]:
+        return _redacted(self)
+
+
+def _from_env(cls: type, env: Mapping[str, str] | None, overrides: dict[str, Any]) -> Any:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = env.get(f.metadata["env"])
+        if raw is not None and raw != "":
+            values[f.name] = _parse(f, raw)
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    settings = cls(**values)
+    settings.validate()
+    return settings
+
+
+def _check_ranges(settings: Any) -> None:
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(
+                f"{f.metadata['env']}={value} is out of range [{lo}, {'' if hi is None else hi}]"
+            )
+
+
+def _redacted(settings: Any) -> dict[str, Any]:
+    out = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        out[f.name] = ("<set>" if value else "<unset>") if f.metadata.get("secret") else value
+    return out

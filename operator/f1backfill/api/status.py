@@ -142,6 +142,10 @@ class BackfillStatus:
     queue_position: int | None = None
     effective_priority: int | None = None
     job_name: str | None = None
+    # Admissions so far; the Job of admission N is job_name(..., N).
+    admissions: int | None = None
+    # Consecutive failed Jobs, reset by a success or a spec change.
+    failed_jobs: int | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     progress: Progress | None = None
@@ -162,6 +166,8 @@ class BackfillStatus:
         r.integer("queue_position", minimum=1)
         r.integer("effective_priority", minimum=PRIORITY_MIN, maximum=PRIORITY_MAX)
         r.string("job_name", max_length=63)
+        r.integer("admissions", minimum=0)
+        r.integer("failed_jobs", minimum=0)
         r.timestamp("started_at")
         r.timestamp("completed_at")
         r.nested("progress", Progress.from_dict)

@@ -218,3 +218,55 @@ WHERE yacht_id = %(yacht_id)s AND status IN ('queued', 'processing');
 -- The declared length of search_index.embedding (vector's typmod is its dimension).
 SELECT atttypmod FROM pg_attribute
 WHERE attrelid = 'search_index'::regclass AND attname = 'embedding';
+
+-- name: fleet_figures
+-- The operator's one grouped query per tick: every watched yacht's rows by status
+-- (an index-only scan of search_index_yacht_status), not one query per backfill.
+SELECT yacht_id,
+       count(*) AS total,
+       count(*) FILTER (WHERE embedding_status = 'embedded') AS embedded,
+       count(*) FILTER (WHERE embedding_status = 'pending' OR embedding_status IS NULL)
+           AS pending,
+       count(*) FILTER (WHERE embedding_status = 'queued') AS queued,
+       count(*) FILTER (WHERE embedding_status = 'processing') AS processing,
+       count(*) FILTER (WHERE embedding_status = 'failed') AS failed,
+       count(*) FILTER (WHERE embedding_status = 'dlq') AS dlq
+FROM search_index
+WHERE yacht_id = ANY (%(yacht_ids)s::uuid[])
+GROUP BY yacht_id;
+
+-- name: fleet_dead_letters
+SELECT yacht_id, count(*)
+FROM embedding_dlq
+WHERE resolved_at IS NULL AND yacht_id = ANY (%(yacht_ids)s::uuid[])
+GROUP BY yacht_id;
+
+-- name: drift_stale
+-- Rows whose source record changed after the row was last projected, plus the tolerance
+-- (the playbook's drift check, for every yacht of one source at once). {table},
+-- {id_column} and {updated_column} are identifiers from the CRD, composed with
+-- psycopg2.sql.Identifier; everything else is a parameter.
+SELECT si.yacht_id, count(*)
+FROM search_index si
+JOIN unnest(%(yacht_ids)s::uuid[], %(tolerances)s::int[]) AS t (yacht_id, minutes)
+  ON t.yacht_id = si.yacht_id
+JOIN {table} src ON src.{id_column} = si.object_id
+WHERE si.object_type = %(object_type)s
+  AND src.{updated_column} > si.updated_at + make_interval(mins => t.minutes)
+GROUP BY si.yacht_id;
+
+-- name: drift_requeue
+-- drift.autoRequeue: stale rows are marked for re-embedding (queued and processing rows
+-- are already on their way) and stamped, so they no longer count as stale.
+UPDATE search_index si
+SET embedding_status = CASE WHEN si.embedding_status IN ('queued', 'processing')
+                            THEN si.embedding_status ELSE 'pending' END,
+    embedding_attempts = 0,
+    updated_at = now()
+FROM unnest(%(yacht_ids)s::uuid[], %(tolerances)s::int[]) AS t (yacht_id, minutes),
+     {table} src
+WHERE t.yacht_id = si.yacht_id
+  AND src.{id_column} = si.object_id
+  AND si.object_type = %(object_type)s
+  AND src.{updated_column} > si.updated_at + make_interval(mins => t.minutes)
+RETURNING si.yacht_id;

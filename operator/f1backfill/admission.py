@@ -1,0 +1,222 @@
+"""The fleet-wide admission decision: pure, from observed state only.
+
+(backfills, their Jobs, each yacht's outstanding rows) -> what each backfill is now, which
+Jobs to create and which to delete. Nothing here remembers anything between calls: an
+operator restarted at any moment takes the same decision from the same cluster and
+database, and the deterministic Job names make a repeated creation a no-op.
+
+Invariants, whatever users do: never more than `max_concurrent_jobs` unfinished Jobs,
+never two for one yacht, never one for a suspended or deleted backfill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from .api import BackfillSpec, BackfillStatus, Mode, Phase
+
+
+class JobState(StrEnum):
+    PENDING = "Pending"  # created, no pod running yet
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    namespace: str
+    name: str
+    backfill_uid: str  # the owner's uid: names can be reused, uids cannot
+    yacht_id: str
+    admission: int
+    state: JobState
+    reason: str = ""
+    message: str = ""
+    deleting: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class ObservedBackfill:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created: datetime
+    spec: BackfillSpec | None  # None when the spec is invalid
+    status: BackfillStatus = field(default_factory=BackfillStatus)
+    spec_error: str = ""
+    deleting: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one backfill is after this decision."""
+
+    phase: Phase
+    reason: str
+    message: str
+    queue_position: int | None = None
+    job: ObservedJob | None = None  # its latest Job, if any
+    admit: int | None = None  # create the Job of this admission number
+    failed_jobs: int = 0
+    reset: bool = False  # the spec changed since it ended: start afresh
+
+
+@dataclass
+class Decision:
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # by backfill uid
+    admit: list[tuple[ObservedBackfill, int]] = field(default_factory=list)
+    delete: list[ObservedJob] = field(default_factory=list)
+    running: int = 0
+
+
+def order_key(backfill: ObservedBackfill, work: int) -> tuple:
+    """The playbook's order: priority DESC, pending entities ASC, age, then name."""
+    assert backfill.spec is not None
+    return (-backfill.spec.effective_priority, work, backfill.created, backfill.namespace,
+            backfill.name)
+
+
+def decide(
+    backfills: Iterable[ObservedBackfill],
+    jobs: Iterable[ObservedJob],
+    work: Mapping[str, int],
+    *,
+    max_concurrent_jobs: int,
+    job_retries: int,
+) -> Decision:
+    """`work` maps a yacht id to its rows that still need an embedding (missing = unknown,
+    taken as none: a yacht the database has not reported on is not admitted)."""
+    decision = Decision()
+    live = {b.uid: b for b in backfills if not b.deleting}
+    latest: dict[str, ObservedJob] = {}
+    busy_yachts: set[str] = set()
+
+    for job in jobs:
+        if job.deleting:
+            continue
+        owner = live.get(job.backfill_uid)
+        if not job.finished:
+            if owner is None or owner.spec is None or owner.spec.suspend:
+                # Suspended, deleted or broken: stop it. (Deleted owners' Jobs also go by
+                # garbage collection; asking twice is harmless.)
+                decision.delete.append(job)
+                continue
+            decision.running += 1
+            busy_yachts.add(job.yacht_id)
+        if owner is not None:
+            current = latest.get(owner.uid)
+            if current is None or job.admission > current.admission:
+                latest[owner.uid] = job
+
+    candidates: list[ObservedBackfill] = []
+    for backfill in live.values():
+        verdict = _verdict(backfill, latest.get(backfill.uid), work, job_retries)
+        decision.verdicts[backfill.uid] = verdict
+        if verdict.phase is Phase.QUEUED:
+            candidates.append(backfill)
+
+    candidates.sort(key=lambda b: order_key(b, work.get(b.spec.yacht_id, 0)))
+    slots = max(0, max_concurrent_jobs - decision.running)
+    position = 0
+    for backfill in candidates:
+        verdict = decision.verdicts[backfill.uid]
+        yacht = backfill.spec.yacht_id
+        if slots > 0 and yacht not in busy_yachts:
+            admission = _admissions(backfill, verdict.job) + 1
+            decision.admit.append((backfill, admission))
+            decision.verdicts[backfill.uid] = replace(
+                verdict, phase=Phase.ADMITTED, reason="Admitted",
+                message=f"admitted (Job {admission} of this backfill)", admit=admission)
+            busy_yachts.add(yacht)
+            slots -= 1
+            decision.running += 1
+            continue
+        position += 1
+        waiting = ("another backfill of this yacht is running" if yacht in busy_yachts
+                   else f"waiting for a free slot ({max_concurrent_jobs} at a time)")
+        decision.verdicts[backfill.uid] = replace(
+            verdict, queue_position=position, reason="Waiting", message=waiting)
+    return decision
+
+
+def _admissions(backfill: ObservedBackfill, job: ObservedJob | None) -> int:
+    """Admissions so far: the status says, unless a Job shows a later one (the operator
+    died after creating it and before writing the status)."""
+    recorded = backfill.status.admissions or 0
+    return max(recorded, job.admission if job else 0)
+
+
+def _verdict(backfill: ObservedBackfill, job: ObservedJob | None, work: Mapping[str, int],
+             job_retries: int) -> Verdict:
+    status = backfill.status
+    failed_jobs = status.failed_jobs or 0
+    if backfill.spec is None:
+        return Verdict(Phase.FAILED, "InvalidSpec", backfill.spec_error, job=job,
+                       failed_jobs=failed_jobs)
+    spec = backfill.spec
+    if spec.suspend:
+        return Verdict(Phase.SUSPENDED, "Suspended", "spec.suspend is true", job=job,
+                       failed_jobs=failed_jobs)
+    outstanding = work.get(spec.yacht_id, 0)
+    # A spec changed after the backfill ended (fixed, re-prioritised, resumed) starts afresh.
+    changed = status.observed_generation is not None and \
+        status.observed_generation != backfill.generation
+    ended = status.phase in (Phase.FAILED, Phase.SUCCEEDED)
+    if changed and ended:
+        failed_jobs = 0
+    reset = changed and ended
+    known = job is not None and job.name == status.job_name
+    reacting = known and status.phase in (Phase.ADMITTED, Phase.RUNNING)
+
+    if job is not None and not job.finished:
+        phase = Phase.RUNNING if job.state is JobState.ACTIVE else Phase.ADMITTED
+        return Verdict(phase, "JobRunning" if phase is Phase.RUNNING else "JobCreated",
+                       f"Job {job.name} is {job.state.value.lower()}", job=job,
+                       failed_jobs=failed_jobs)
+
+    if job is not None and job.state is JobState.FAILED and not reset:
+        if reacting:
+            failed_jobs += 1  # counted once: the status written now leaves Running
+        if failed_jobs > job_retries or (status.phase is Phase.FAILED and not reacting):
+            return Verdict(Phase.FAILED, job.reason or "JobFailed",
+                           f"Job {job.name} failed: {job.message or job.reason or 'unknown'}",
+                           job=job, failed_jobs=failed_jobs)
+        if outstanding:
+            return Verdict(Phase.QUEUED, "Retrying",
+                           f"Job {job.name} failed; retry {failed_jobs} of {job_retries}",
+                           job=job, failed_jobs=failed_jobs)
+
+    if job is not None and job.state is JobState.SUCCEEDED and not reset:
+        failed_jobs = 0
+        done_before = status.phase is Phase.SUCCEEDED and not reacting
+        if outstanding == 0:
+            return Verdict(Phase.SUCCEEDED, "QueueDrained",
+                           "every row of the yacht is embedded or dead-lettered", job=job)
+        if done_before and spec.mode is Mode.ONCE:
+            return Verdict(Phase.SUCCEEDED, "QueueDrained",
+                           f"completed; {outstanding} rows queued since (mode Once)", job=job)
+        return Verdict(Phase.QUEUED, "NewWork", f"{outstanding} rows to embed", job=job)
+
+    if status.phase is Phase.SUCCEEDED and not reset and spec.mode is Mode.ONCE:
+        # Its Job is gone (ttlSecondsAfterFinished); the backfill stays done.
+        return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed", job=job)
+    if outstanding:
+        return Verdict(Phase.QUEUED, "Waiting", f"{outstanding} rows to embed", job=job,
+                       failed_jobs=failed_jobs, reset=reset)
+    if status.phase is Phase.SUCCEEDED and not reset:
+        return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed; no new work", job=job)
+    return Verdict(Phase.PENDING, "NoWork", "no rows of the yacht need an embedding",
+                   job=job, failed_jobs=failed_jobs, reset=reset)

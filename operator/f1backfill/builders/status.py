@@ -1,0 +1,208 @@
+"""(observed backfill, verdict, database figures) -> desired status and the Events that its
+transitions deserve. Pure: the clock is a parameter.
+
+Events fade after about an hour; conditions stay. So every Event here is raised on a
+transition of the status it is compared with, which is the status stored in the cluster:
+a restarted operator neither repeats nor forgets one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..admission import ObservedBackfill, Verdict
+from ..api import (
+    BackfillStatus,
+    Condition,
+    ConditionStatus,
+    DlqStatus,
+    DriftStatus,
+    Phase,
+    Progress,
+)
+from ..constants import ConditionType
+
+NORMAL, WARNING = "Normal", "Warning"
+
+
+@dataclass(frozen=True)
+class YachtFigures:
+    """One yacht's rows by embedding status, and its unresolved dead letters."""
+
+    total: int = 0
+    embedded: int = 0
+    pending: int = 0
+    queued: int = 0
+    processing: int = 0
+    failed: int = 0
+    dlq: int = 0
+    unresolved_dlq: int = 0
+
+    @property
+    def work(self) -> int:
+        """Rows that still need an embedding (what admission orders by)."""
+        return self.pending + self.queued + self.processing + self.failed
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    dlq_warning: int
+    dlq_critical: int
+
+
+def format_eta(minutes: float | None) -> str | None:
+    if minutes is None:
+        return None
+    seconds = round(minutes * 60)
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, rest = divmod(seconds // 60, 60)
+    return f"{hours}h{rest:02d}m" if hours else f"{rest}m"
+
+
+def build_status(
+    backfill: ObservedBackfill,
+    verdict: Verdict,
+    figures: YachtFigures | None,
+    *,
+    rate: float | None,
+    drift: DriftStatus | None,
+    thresholds: Thresholds,
+    job_name: str | None,
+    now: datetime,
+) -> tuple[BackfillStatus, list[EventNote]]:
+    old = backfill.status
+    events: list[EventNote] = []
+    figures = figures or YachtFigures()
+    admitted_now = verdict.admit is not None
+    admissions = max(old.admissions or 0, verdict.admit or 0,
+                     verdict.job.admission if verdict.job else 0)
+    started_at = now if admitted_now else old.started_at
+    completed_at = old.completed_at
+    if verdict.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        if old.phase is not verdict.phase or completed_at is None:
+            completed_at = now
+    elif admitted_now or verdict.phase is Phase.QUEUED:
+        completed_at = None
+
+    progress = Progress.from_counts(
+        total=figures.total, done=figures.embedded, queued=figures.queued + figures.pending,
+        processing=figures.processing, failed=figures.failed, dlq=figures.dlq)
+    running = verdict.phase in (Phase.ADMITTED, Phase.RUNNING)
+    eta = format_eta(figures.work / rate) if running and rate and figures.work else None
+    status = BackfillStatus(
+        phase=verdict.phase,
+        queue_position=verdict.queue_position,
+        effective_priority=backfill.spec.effective_priority if backfill.spec else None,
+        job_name=job_name or old.job_name,
+        admissions=admissions,
+        failed_jobs=verdict.failed_jobs,
+        started_at=started_at,
+        completed_at=completed_at,
+        progress=progress,
+        rate=round(rate, 1) if running and rate is not None else None,
+        eta=eta,
+        dlq=DlqStatus(unresolved=figures.unresolved_dlq),
+        drift=drift or old.drift,
+        observed_generation=backfill.generation,
+        conditions=old.conditions,
+    )
+
+    def condition(type_: ConditionType, true: bool, reason: str, message: str) -> None:
+        nonlocal status
+        status = status.with_condition(Condition(
+            type=str(type_), status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
+            reason=reason, message=message[:1000], last_transition_time=now,
+            observed_generation=backfill.generation))
+
+    phase = verdict.phase
+    condition(ConditionType.ADMITTED, running, verdict.reason, verdict.message)
+    condition(ConditionType.RUNNING, phase is Phase.RUNNING, verdict.reason, verdict.message)
+    condition(ConditionType.COMPLETE, phase is Phase.SUCCEEDED,
+              verdict.reason if phase is Phase.SUCCEEDED else "NotComplete",
+              verdict.message if phase is Phase.SUCCEEDED else f"{figures.work} rows to embed")
+    condition(ConditionType.FAILED, phase is Phase.FAILED,
+              verdict.reason if phase is Phase.FAILED else "NotFailed",
+              verdict.message if phase is Phase.FAILED else "")
+    condition(ConditionType.SUSPENDED, phase is Phase.SUSPENDED,
+              "Suspended" if phase is Phase.SUSPENDED else "NotSuspended",
+              verdict.message if phase is Phase.SUSPENDED else "")
+    events += _phase_events(old.phase, verdict, job_name)
+
+    unresolved = figures.unresolved_dlq
+    level = ("Critical" if unresolved >= thresholds.dlq_critical
+             else "Warning" if unresolved >= thresholds.dlq_warning else None)
+    old_dlq = old.condition(ConditionType.DLQ_GROWING)
+    old_level = old_dlq.reason if old_dlq is not None and old_dlq.is_true else None
+    limit = thresholds.dlq_critical if level == "Critical" else thresholds.dlq_warning
+    condition(ConditionType.DLQ_GROWING, level is not None,
+              f"Above{level}" if level else "BelowThreshold",
+              f"{unresolved} unresolved dead letters (threshold {limit})" if level
+              else f"{unresolved} unresolved dead letters")
+    if level is not None and f"Above{level}" != old_level and \
+            not (level == "Warning" and old_level == "AboveCritical"):
+        events.append(EventNote(WARNING, "DLQGrowing",
+                                f"{unresolved} unresolved dead letters, past the "
+                                f"{level.lower()} threshold of {limit}"))
+    elif level is None and old_level is not None:
+        events.append(EventNote(NORMAL, "DLQRecovered",
+                                f"{unresolved} unresolved dead letters, under the threshold"))
+
+    if drift is not None:
+        stale = drift.stale_rows
+        old_drift = old.condition(ConditionType.DRIFT)
+        condition(ConditionType.DRIFT, stale > 0, "StaleRows" if stale else "InSync",
+                  f"{stale} rows older than their source" if stale
+                  else "search_index is in sync with its sources")
+        if stale and (old_drift is None or not old_drift.is_true):
+            events.append(EventNote(WARNING, "Drift",
+                                    f"{stale} search_index rows are older than their source "
+                                    "records plus the tolerance"))
+    return status, events
+
+
+def _phase_events(old: Phase | None, verdict: Verdict, job_name: str | None) -> list[EventNote]:
+    new = verdict.phase
+    if old is new:
+        return []
+    if new is Phase.ADMITTED:
+        return [EventNote(NORMAL, "Admitted", f"created Job {job_name}")]
+    if new is Phase.RUNNING and old is not Phase.ADMITTED:
+        return [EventNote(NORMAL, "Running", verdict.message)]
+    if new is Phase.SUCCEEDED:
+        return [EventNote(NORMAL, "Completed", verdict.message)]
+    if new is Phase.FAILED:
+        return [EventNote(WARNING, verdict.reason or "Failed", verdict.message)]
+    if new is Phase.SUSPENDED:
+        return [EventNote(NORMAL, "Suspended", "suspended; its Job is stopped")]
+    if old is Phase.SUSPENDED:
+        return [EventNote(NORMAL, "Resumed", f"resumed: {verdict.message}")]
+    if new is Phase.QUEUED and verdict.reason == "Retrying":
+        return [EventNote(WARNING, "Retrying", verdict.message)]
+    return []
+
+
+def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:
+    """The merge patch from `old` to `new`, or None when nothing changed.
+
+    Unset fields are written as null so that a merge patch removes them (a queue position
+    disappears once admitted).
+    """
+    before = old.to_dict(prune_none=False)
+    after = new.to_dict(prune_none=False)
+    if before == after:
+        return None
+    return {key: value for key, value in after.items() if before.get(key) != value}
+
+
+def with_drift(status: BackfillStatus, drift: DriftStatus) -> BackfillStatus:
+    return dataclasses.replace(status, drift=drift)

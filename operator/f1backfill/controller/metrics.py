@@ -1,0 +1,63 @@
+"""The operator's own metrics (the workers export theirs).
+
+f1_dlq_unresolved is what the DLQ alerts fire on: the playbook wrote those alerts as SQL,
+which Prometheus cannot evaluate; the operator counts once per tick and exports the number.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..api import Phase
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.admissions = Counter(
+            "f1_operator_admissions_total", "Jobs the operator created", ["namespace"],
+            registry=r)
+        self.phase = Gauge(
+            "f1_backfill_phase", "1 for the phase each backfill is in",
+            ["namespace", "name", "yacht_id", "phase"], registry=r)
+        self.queue_position = Gauge(
+            "f1_backfill_queue_position", "Position in the admission queue (0 = not waiting)",
+            ["namespace", "name", "yacht_id"], registry=r)
+        self.progress = Gauge(
+            "f1_backfill_progress_percent", "Percent of the yacht's rows embedded",
+            ["namespace", "name", "yacht_id"], registry=r)
+        self.dlq = Gauge(
+            "f1_dlq_unresolved", "Unresolved dead letters per yacht", ["yacht_id"], registry=r)
+        self.drift = Gauge(
+            "f1_drift_stale_rows", "search_index rows older than their source", ["yacht_id"],
+            registry=r)
+        self.queue_depth = Gauge(
+            "f1_embedding_queue_depth", "Rows waiting for an embedding", ["yacht_id", "status"],
+            registry=r)
+        self.running_jobs = Gauge(
+            "f1_operator_running_jobs", "Embedding Jobs not finished", registry=r)
+        self.decision_seconds = Histogram(
+            "f1_operator_decision_seconds", "Time of one fleet-wide reconciliation",
+            buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registry=r)
+        self._labelled: set[tuple[str, str, str]] = set()
+
+    def record(self, key: tuple[str, str, str], phase: Phase, position: int | None,
+               percent: float) -> None:
+        namespace, name, yacht = key
+        for candidate in Phase:
+            self.phase.labels(namespace, name, yacht, candidate.value).set(
+                1 if candidate is phase else 0)
+        self.queue_position.labels(namespace, name, yacht).set(position or 0)
+        self.progress.labels(namespace, name, yacht).set(percent)
+        self._labelled.add(key)
+
+    def forget_missing(self, present: set[tuple[str, str, str]]) -> None:
+        """Drop the series of deleted backfills, so dashboards do not show ghosts."""
+        for key in self._labelled - present:
+            namespace, name, yacht = key
+            for candidate in Phase:
+                self.phase.remove(namespace, name, yacht, candidate.value)
+            self.queue_position.remove(namespace, name, yacht)
+            self.progress.remove(namespace, name, yacht)
+        self._labelled &= present

@@ -1,0 +1,318 @@
+"""The fleet reconciler: one decision for the whole fleet per tick, level-based.
+
+kopf's watch streams feed `FleetCache` (every YachtBackfill and every Job of ours) and wake
+the loop; a timer makes sure progress is re-read every `tick_seconds` even when nothing in
+the cluster moves. Each tick reads the database once (grouped by yacht), decides with the
+pure `admission.decide`, then acts: deletes Jobs that must stop, creates Jobs that were
+admitted (deterministic names: a repeat is a 409, adopted), and writes each backfill's
+status only when it changed, with an Event per transition.
+
+Only the replica that kopf's peering lets run acts (see `PeeringGate`): two replicas never
+both admit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ..admission import Decision, ObservedBackfill, ObservedJob, decide
+from ..api import DriftStatus, Phase
+from ..builders.job import build_job
+from ..builders.status import Thresholds, YachtFigures, build_status, status_patch
+from ..config import OperatorSettings
+from ..db.fleet import DriftProbe, FleetDatabase
+from .kube import Kube
+from .metrics import OperatorMetrics
+from .observe import observe_backfill, observe_job
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_SECONDS = 300.0
+
+
+class FleetCache:
+    """What the watch streams have shown: backfills by uid, our Jobs by (namespace, name)."""
+
+    def __init__(self) -> None:
+        self.backfills: dict[str, ObservedBackfill] = {}
+        self.jobs: dict[tuple[str, str], ObservedJob] = {}
+
+    def apply_backfill(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.backfills.pop(uid, None)
+        else:
+            self.backfills[uid] = observe_backfill(body)
+
+    def apply_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        job = observe_job(body)
+        if event_type == "DELETED" or job is None:
+            self.jobs.pop(key, None)
+        else:
+            self.jobs[key] = job
+
+    def replace_all(self, backfills: list[dict], jobs: list[dict]) -> None:
+        self.backfills = {}
+        self.jobs = {}
+        for body in backfills:
+            self.apply_backfill(None, body)
+        for body in jobs:
+            self.apply_job(None, body)
+
+
+class PeeringGate:
+    """Acts only when kopf's peering would let this replica process events.
+
+    kopf pauses a replica while a live peer has a higher (or the same) priority; its event
+    handlers stop, but a background loop like ours would not notice. So the loop applies
+    kopf's own rule to the peering object kopf maintains: our identity registered, no other
+    live peer at our priority or above.
+    """
+
+    def __init__(self, kube: Kube, settings: OperatorSettings, identity: str,
+                 priority: int) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.identity = identity
+        self.priority = priority
+
+    def active(self) -> bool:
+        if self.settings.standalone:
+            return True
+        namespace = self.settings.namespaces[0] if self.settings.namespaces else None
+        body = self.kube.get_peering(self.settings.peering_name, namespace)
+        peers = (body or {}).get("status") or {}
+        if self.identity not in peers:
+            return False  # kopf has not announced us yet
+        now = datetime.now(UTC)
+        for identity, info in peers.items():
+            if identity == self.identity or not isinstance(info, dict):
+                continue
+            try:
+                seen = datetime.fromisoformat(str(info.get("lastseen")))
+                alive = (now - seen).total_seconds() < float(info.get("lifetime", 60))
+            except ValueError:
+                alive = True
+            if alive and int(info.get("priority", 0)) >= self.priority:
+                return False
+        return True
+
+
+class RateTracker:
+    """Rows embedded per minute over the last few minutes, per backfill (display only)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def observe(self, uid: str, embedded: int) -> float | None:
+        now = self._clock()
+        samples = self._samples.setdefault(uid, deque())
+        samples.append((now, embedded))
+        while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_SECONDS:
+            samples.popleft()
+        (t0, e0), (t1, e1) = samples[0], samples[-1]
+        if t1 - t0 < 1.0 or e1 < e0:
+            return None
+        return (e1 - e0) * 60.0 / (t1 - t0)
+
+    def forget(self, present: set[str]) -> None:
+        for uid in set(self._samples) - present:
+            del self._samples[uid]
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, kube: Kube, db: FleetDatabase,
+                 metrics: OperatorMetrics, gate: PeeringGate) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.db = db
+        self.metrics = metrics
+        self.gate = gate
+        self.cache = FleetCache()
+        self.rates = RateTracker()
+        self.drift: dict[str, DriftStatus] = {}  # by yacht id
+        self._drift_due = 0.0
+        self._wake = asyncio.Event()
+        self.active = False
+        self.last_tick: float | None = None
+        self.ticks = 0
+
+    # -- fed by kopf's handlers --------------------------------------------------------------
+    def on_backfill(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.cache.apply_backfill(event_type, body)
+        self._wake.set()
+
+    def on_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.cache.apply_job(event_type, body)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self, stopped: asyncio.Event) -> None:
+        while not stopped.is_set():
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failed tick (API or database blip) is retried at the next one; the
+                # decision is rebuilt from scratch, so nothing half-done is remembered.
+                log.exception("reconciliation failed; retrying")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_seconds)
+                # Let a burst of watch events land before deciding once for all of them.
+                await asyncio.sleep(0.1)
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> Decision | None:
+        if not await asyncio.to_thread(self.gate.active):
+            if self.active:
+                log.info("peering: another replica is in charge; standing by")
+            self.active = False
+            return None
+        if not self.active:
+            # (Re)gaining charge: the cache may be stale from a paused watch; start exact.
+            backfills, jobs = await asyncio.gather(
+                asyncio.to_thread(self.kube.list_backfills),
+                asyncio.to_thread(self.kube.list_jobs))
+            self.cache.replace_all(backfills, jobs)
+            self.active = True
+            log.info("in charge of %d backfills", len(self.cache.backfills))
+        started = time.monotonic()
+        backfills = list(self.cache.backfills.values())
+        yachts = {b.spec.yacht_id for b in backfills if b.spec is not None}
+        figures = await asyncio.to_thread(self.db.figures, yachts)
+        if time.monotonic() >= self._drift_due:
+            await self._check_drift(backfills)
+            self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
+            figures = await asyncio.to_thread(self.db.figures, yachts)
+        decision = decide(
+            backfills, list(self.cache.jobs.values()),
+            {yacht: f.work for yacht, f in figures.items()},
+            max_concurrent_jobs=self.settings.max_concurrent_jobs,
+            job_retries=self.settings.job_retries)
+        await self._act(decision, backfills, figures)
+        elapsed = time.monotonic() - started
+        self.metrics.decision_seconds.observe(elapsed)
+        self.last_tick = time.monotonic()
+        self.ticks += 1
+        return decision
+
+    async def _act(self, decision: Decision, backfills: list[ObservedBackfill],
+                   figures: dict[str, YachtFigures]) -> None:
+        for job in decision.delete:
+            log.info("stopping Job %s/%s", job.namespace, job.name)
+            await asyncio.to_thread(self.kube.delete_job, job.namespace, job.name)
+            self.cache.jobs[(job.namespace, job.name)] = replace(job, deleting=True)
+        created: dict[str, str] = {}
+        for backfill, admission in decision.admit:
+            manifest = build_job(backfill, admission, self.settings)
+            name = manifest["metadata"]["name"]
+            fresh = await asyncio.to_thread(self.kube.create_job, manifest)
+            log.info("admitted %s/%s: Job %s%s", backfill.namespace, backfill.name, name,
+                     "" if fresh else " (already there: adopted)")
+            if fresh:
+                self.metrics.admissions.labels(backfill.namespace).inc()
+            # Until the watch shows it, the cache must know the Job exists: the next tick
+            # would otherwise admit again.
+            job = observe_job(manifest)
+            if job is not None:
+                self.cache.jobs.setdefault((job.namespace, job.name), job)
+            created[backfill.uid] = name
+
+        thresholds = Thresholds(self.settings.dlq_warning, self.settings.dlq_critical)
+        now = datetime.now(UTC)
+        present: set[tuple[str, str, str]] = set()
+        for backfill in backfills:
+            verdict = decision.verdicts.get(backfill.uid)
+            if verdict is None:
+                continue
+            yacht = backfill.spec.yacht_id if backfill.spec else ""
+            yacht_figures = figures.get(yacht)
+            embedded = yacht_figures.embedded if yacht_figures else 0
+            rate = self.rates.observe(backfill.uid, embedded)
+            drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
+                else None
+            status, events = build_status(
+                backfill, verdict, yacht_figures, rate=rate, drift=drift,
+                thresholds=thresholds,
+                job_name=created.get(backfill.uid) or (verdict.job.name if verdict.job else None),
+                now=now)
+            patch = status_patch(backfill.status, status)
+            if patch is not None:
+                body = await asyncio.to_thread(
+                    self.kube.patch_status, backfill.namespace, backfill.name, patch)
+                if body is None:
+                    self.cache.backfills.pop(backfill.uid, None)
+                    continue
+                self.cache.apply_backfill("MODIFIED", body)
+                ref = {"namespace": backfill.namespace, "name": backfill.name,
+                       "uid": backfill.uid}
+                for note in events:
+                    await asyncio.to_thread(self.kube.post_event, ref, note.type, note.reason,
+                                            note.message)
+            key = (backfill.namespace, backfill.name, yacht)
+            present.add(key)
+            self.metrics.record(key, verdict.phase, verdict.queue_position,
+                                status.progress.percent if status.progress else 0.0)
+        self.metrics.forget_missing(present)
+        self.rates.forget({b.uid for b in backfills})
+        self.metrics.running_jobs.set(decision.running)
+        for yacht, f in figures.items():
+            self.metrics.dlq.labels(yacht).set(f.unresolved_dlq)
+            self.metrics.queue_depth.labels(yacht, "queued").set(f.queued + f.pending)
+            self.metrics.queue_depth.labels(yacht, "processing").set(f.processing)
+        for yacht, d in self.drift.items():
+            self.metrics.drift.labels(yacht).set(d.stale_rows)
+
+    async def _check_drift(self, backfills: list[ObservedBackfill]) -> None:
+        probes, requeue = [], set()
+        for backfill in backfills:
+            spec = backfill.spec
+            if spec is None or not spec.drift.enabled or backfill.deleting:
+                continue
+            if spec.drift.auto_requeue and not spec.suspend:
+                requeue.add(spec.yacht_id)
+            for source in spec.drift.sources:
+                probes.append(DriftProbe(
+                    yacht_id=spec.yacht_id, object_type=source.object_type,
+                    table=source.table, id_column=source.id_column,
+                    updated_column=source.updated_at_column,
+                    tolerance_minutes=spec.drift.tolerance_minutes))
+        if not probes:
+            return
+        stale, requeued = await asyncio.to_thread(self.db.drift, probes, requeue=requeue)
+        checked = datetime.now(UTC)
+        for yacht in {p.yacht_id for p in probes}:
+            self.drift[yacht] = DriftStatus(stale_rows=stale.get(yacht, 0),
+                                            last_checked_at=checked)
+        for yacht, count in requeued.items():
+            log.warning("drift: re-queued %d stale rows of yacht %s", count, yacht)
+            for backfill in backfills:
+                if backfill.spec and backfill.spec.yacht_id == yacht:
+                    ref = {"namespace": backfill.namespace, "name": backfill.name,
+                           "uid": backfill.uid}
+                    await asyncio.to_thread(
+                        self.kube.post_event, ref, "Normal", "DriftRequeued",
+                        f"re-queued {count} stale rows for embedding (drift.autoRequeue)")
+                    if backfill.status.phase is Phase.SUCCEEDED:
+                        # Opted in to re-embedding: the backfill runs again, even in Once mode.
+                        body = await asyncio.to_thread(
+                            self.kube.patch_status, backfill.namespace, backfill.name,
+                            {"phase": Phase.PENDING.value})
+                        if body is not None:
+                            self.cache.apply_backfill("MODIFIED", body)

@@ -1,0 +1,107 @@
+"""The operator's reads (and drift re-queues) of the fleet's database state."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from ..builders.status import YachtFigures
+from . import connect, query
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriftProbe:
+    """One yacht's drift check against one source table."""
+
+    yacht_id: str
+    object_type: str
+    table: str
+    id_column: str
+    updated_column: str
+    tolerance_minutes: int
+
+
+class FleetDatabase:
+    """A single connection, used from one thread at a time (the reconciler's)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn = None
+
+    def _connection(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn, application_name="f1backfill-operator")
+            self._conn.autocommit = True
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _fetch(self, statement, params: dict) -> list[tuple]:
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall()
+        except Exception:
+            self.close()  # a broken connection is replaced at the next call
+            raise
+
+    def figures(self, yacht_ids: Collection[str]) -> dict[str, YachtFigures]:
+        """Every yacht's rows by status and unresolved dead letters: two grouped queries."""
+        if not yacht_ids:
+            return {}
+        ids = [uuid.UUID(y) for y in yacht_ids]
+        rows = self._fetch(query("fleet_figures"), {"yacht_ids": ids})
+        dead = dict(self._fetch(query("fleet_dead_letters"), {"yacht_ids": ids}))
+        figures = {str(y): YachtFigures(unresolved_dlq=n) for y, n in dead.items()}
+        for yacht, total, embedded, pending, queued, processing, failed, dlq in rows:
+            figures[str(yacht)] = YachtFigures(
+                total=total, embedded=embedded, pending=pending, queued=queued,
+                processing=processing, failed=failed, dlq=dlq,
+                unresolved_dlq=dead.get(yacht, 0))
+        return figures
+
+    def drift(self, probes: Iterable[DriftProbe], *, requeue: Collection[str] = ()
+              ) -> tuple[dict[str, int], dict[str, int]]:
+        """(stale rows per yacht, rows re-queued per yacht), one query per source table.
+
+        `requeue` names the yachts whose stale rows are marked for re-embedding.
+        A source table that does not exist is skipped with a warning, not an error: the
+        default source (pms_work_orders) may not be part of every deployment.
+        """
+        stale: dict[str, int] = {}
+        requeued: dict[str, int] = {}
+        groups: dict[tuple[str, str, str, str], list[DriftProbe]] = {}
+        for probe in probes:
+            key = (probe.object_type, probe.table, probe.id_column, probe.updated_column)
+            groups.setdefault(key, []).append(probe)
+        for (object_type, table, id_column, updated_column), members in groups.items():
+            identifiers = {"table": sql.Identifier(table), "id_column": sql.Identifier(id_column),
+                           "updated_column": sql.Identifier(updated_column)}
+            params = {"object_type": object_type,
+                      "yacht_ids": [uuid.UUID(p.yacht_id) for p in members],
+                      "tolerances": [p.tolerance_minutes for p in members]}
+            try:
+                for yacht, count in self._fetch(
+                        sql.SQL(query("drift_stale")).format(**identifiers), params):
+                    stale[str(yacht)] = stale.get(str(yacht), 0) + count
+                chosen = [p for p in members if p.yacht_id in requeue]
+                if chosen:
+                    params = {"object_type": object_type,
+                              "yacht_ids": [uuid.UUID(p.yacht_id) for p in chosen],
+                              "tolerances": [p.tolerance_minutes for p in chosen]}
+                    for (yacht,) in self._fetch(
+                            sql.SQL(query("drift_requeue")).format(**identifiers), params):
+                        requeued[str(yacht)] = requeued.get(str(yacht), 0) + 1
+            except Exception as exc:  # an absent table or column: report, keep going
+                log.warning("drift check of %s (%s) failed: %s", table, object_type,
+                            str(exc).strip().splitlines()[0])
+        return stale, requeued

@@ -1,0 +1,51 @@
+"""`f1backfill plan`: a YachtBackfill for every active yacht, for `kubectl apply -f -`.
+
+The playbook populated its backfill_schedule table from `yachts` (tier -> priority:
+enterprise 100, premium 50, standard 10); the CRs replace that table, and the tier carries
+the priority (spec.priority stays unset so the tier decides, as DESIGN.md says).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from .constants import API_VERSION, KIND, LABEL_YACHT_ID
+from .db import connect
+
+PLAN_QUERY = """
+SELECT y.id, y.name, y.tier
+FROM yachts y
+WHERE y.status = 'active'
+ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, y.name, y.id
+"""
+
+
+def resource_name(yacht_name: str, yacht_id: str) -> str:
+    """A DNS-1123 name from the yacht's name, made unique by the start of its id."""
+    slug = re.sub(r"[^a-z0-9]+", "-", yacht_name.lower()).strip("-")[:40].strip("-")
+    return f"{slug or 'yacht'}-{str(yacht_id)[:8]}"
+
+
+def backfill_manifest(yacht_id: str, name: str, tier: str, namespace: str | None
+                      ) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": resource_name(name, yacht_id),
+                                "labels": {LABEL_YACHT_ID: str(yacht_id)}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata,
+            "spec": {"yachtId": str(yacht_id), "yachtName": name, "tier": tier}}
+
+
+def plan(dsn: str, namespace: str | None = None) -> str:
+    conn = connect(dsn, application_name="f1backfill-plan")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(PLAN_QUERY)
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    docs = [backfill_manifest(str(y), n, t, namespace) for y, n, t in rows]
+    return yaml.safe_dump_all(docs, sort_keys=False) if docs else ""
