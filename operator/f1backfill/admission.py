@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .api import BackfillSpec, BackfillStatus, Mode, Phase
+from .constants import ConditionType
 
 
 class JobState(StrEnum):
@@ -109,13 +110,15 @@ def decide(
             continue
         owner = live.get(job.backfill_uid)
         if not job.finished:
+            # A Job being stopped still runs until it is gone: its slot and its yacht stay
+            # taken in this decision, so no replacement starts next to it.
+            decision.running += 1
+            busy_yachts.add(job.yacht_id)
             if owner is None or owner.spec is None or owner.spec.suspend:
                 # Suspended, deleted or broken: stop it. (Deleted owners' Jobs also go by
                 # garbage collection; asking twice is harmless.)
                 decision.delete.append(job)
                 continue
-            decision.running += 1
-            busy_yachts.add(job.yacht_id)
         if owner is not None:
             current = latest.get(owner.uid)
             if current is None or job.admission > current.admission:
@@ -213,6 +216,13 @@ def _verdict(backfill: ObservedBackfill, job: ObservedJob | None, work: Mapping[
     if status.phase is Phase.SUCCEEDED and not reset and spec.mode is Mode.ONCE:
         # Its Job is gone (ttlSecondsAfterFinished); the backfill stays done.
         return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed", job=job)
+    if status.phase is Phase.FAILED and not reset and failed_jobs > 0:
+        # Its failed Job is gone (ttlSecondsAfterFinished): the backfill stays failed, as
+        # it said, until its spec changes.
+        failed = status.condition(ConditionType.FAILED)
+        return Verdict(Phase.FAILED, failed.reason if failed else "JobFailed",
+                       failed.message if failed else "its Jobs failed", job=job,
+                       failed_jobs=failed_jobs)
     if outstanding:
         return Verdict(Phase.QUEUED, "Waiting", f"{outstanding} rows to embed", job=job,
                        failed_jobs=failed_jobs, reset=reset)

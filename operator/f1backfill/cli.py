@@ -71,6 +71,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     settings = OperatorSettings.from_env()
     _setup_logging(settings.log_level)
+    # kopf logs every handler call at INFO ("Handler ... succeeded"): one line per watch
+    # event of every backfill and Job. Our reconciler logs the decisions that matter.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.root.level))
     log = logging.getLogger("f1backfill.operator")
     log.info("operator starting with %s", settings.redacted())
     runtime = Runtime.create(settings)

@@ -118,8 +118,8 @@ def test_a_429_storm_dead_letters_nothing_and_charges_no_attempt(db, database_ur
     yacht = add_yacht(db)
     add_rows(db, yacht.id, 200, max_chars=400)
     # The account is far smaller than the worker was told (600/min, a 5-request burst,
-    # against the default 3000/min), so the worker runs into real 429s; the provider also
-    # refuses three requests outright.
+    # against the default 3000/min): until the rate-limit headers correct its pacing the
+    # worker may run into real 429s; the provider also refuses three requests outright.
     with FakeOpenAI(rpm=600, tpm=2_000_000, burst_seconds=0.5) as fake:
         fake.fail_next(3, "429")
         _, summary = run_worker(database_url, yacht, fake, batch_size=10, max_attempts=1)
@@ -127,7 +127,7 @@ def test_a_429_storm_dead_letters_nothing_and_charges_no_attempt(db, database_ur
     assert summary.exit_code == 0
     assert status_counts(db, yacht.id) == {"embedded": 200}
     assert dlq_rows(db, yacht) == []
-    assert stats.rate_limited >= 4
+    assert stats.rate_limited >= 3
     with db.cursor() as cur:
         cur.execute("SELECT max(embedding_attempts) FROM search_index")
         assert cur.fetchone()[0] == 0

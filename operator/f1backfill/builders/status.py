@@ -83,7 +83,11 @@ def build_status(
     old = backfill.status
     events: list[EventNote] = []
     figures = figures or YachtFigures()
-    admitted_now = verdict.admit is not None
+    # A new run: admitted now, or a Job the status has not recorded yet (the operator died
+    # between creating it and writing the status).
+    admitted_now = verdict.admit is not None or (
+        verdict.job is not None and not verdict.job.finished
+        and verdict.job.admission > (old.admissions or 0))
     admissions = max(old.admissions or 0, verdict.admit or 0,
                      verdict.job.admission if verdict.job else 0)
     started_at = now if admitted_now else old.started_at
@@ -172,23 +176,24 @@ def build_status(
 
 def _phase_events(old: Phase | None, verdict: Verdict, job_name: str | None) -> list[EventNote]:
     new = verdict.phase
-    if old is new:
+    if old is new and verdict.admit is None:  # a new admission is news in any phase
         return []
-    if new is Phase.ADMITTED:
-        return [EventNote(NORMAL, "Admitted", f"created Job {job_name}")]
-    if new is Phase.RUNNING and old is not Phase.ADMITTED:
-        return [EventNote(NORMAL, "Running", verdict.message)]
-    if new is Phase.SUCCEEDED:
-        return [EventNote(NORMAL, "Completed", verdict.message)]
-    if new is Phase.FAILED:
-        return [EventNote(WARNING, verdict.reason or "Failed", verdict.message)]
-    if new is Phase.SUSPENDED:
-        return [EventNote(NORMAL, "Suspended", "suspended; its Job is stopped")]
+    events = []
     if old is Phase.SUSPENDED:
-        return [EventNote(NORMAL, "Resumed", f"resumed: {verdict.message}")]
-    if new is Phase.QUEUED and verdict.reason == "Retrying":
-        return [EventNote(WARNING, "Retrying", verdict.message)]
-    return []
+        events.append(EventNote(NORMAL, "Resumed", f"resumed: {verdict.message}"))
+    if new is Phase.ADMITTED:
+        events.append(EventNote(NORMAL, "Admitted", f"created Job {job_name}"))
+    elif new is Phase.RUNNING and old is not Phase.ADMITTED:
+        events.append(EventNote(NORMAL, "Running", verdict.message))
+    elif new is Phase.SUCCEEDED:
+        events.append(EventNote(NORMAL, "Completed", verdict.message))
+    elif new is Phase.FAILED:
+        events.append(EventNote(WARNING, verdict.reason or "Failed", verdict.message))
+    elif new is Phase.SUSPENDED:
+        events.append(EventNote(NORMAL, "Suspended", "suspended; its Job is stopped"))
+    elif new is Phase.QUEUED and verdict.reason == "Retrying":
+        events.append(EventNote(WARNING, "Retrying", verdict.message))
+    return events
 
 
 def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..admission import JobState, ObservedBackfill, ObservedJob
 from ..api import BackfillSpec, BackfillStatus, SpecError, parse_time
 from ..builders.job import ANNOTATION_BACKFILL_UID, LABEL_ADMISSION
-from ..constants import LABEL_YACHT_ID
+from ..constants import GROUP, KIND, LABEL_YACHT_ID
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ def observe_job(body: Mapping[str, Any]) -> ObservedJob | None:
     meta = body.get("metadata", {})
     labels = meta.get("labels") or {}
     owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    if owners and (owners[0].get("kind") != KIND
+                   or str(owners[0].get("apiVersion", "")).split("/")[0] != GROUP):
+        return None  # another controller's Job (a CronJob's, say): never ours to stop
     owner_uid = owners[0]["uid"] if owners else (meta.get("annotations") or {}).get(
         ANNOTATION_BACKFILL_UID)
     if not owner_uid or LABEL_YACHT_ID not in labels:
