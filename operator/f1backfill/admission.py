@@ -150,8 +150,11 @@ def decide(
         position += 1
         waiting = ("another backfill of this yacht is running" if yacht in busy_yachts
                    else f"waiting for a free slot ({max_concurrent_jobs} at a time)")
+        if verdict.reason == "Retrying":  # keep why it waits again: its last Job failed
+            waiting = f"{verdict.message}; {waiting}"
         decision.verdicts[backfill.uid] = replace(
-            verdict, queue_position=position, reason="Waiting", message=waiting)
+            verdict, queue_position=position,
+            reason="Retrying" if verdict.reason == "Retrying" else "Waiting", message=waiting)
     return decision
 
 

@@ -272,3 +272,16 @@ def test_deleting_a_backfill_removes_its_job_and_keeps_the_data(stack, stack_db)
     assert sum(counts.values()) == 80 and counts.get("embedded", 0) > 0
     time.sleep(1.0)
     assert stack.jobs() == []  # and the operator does not bring one back
+
+
+def test_skipped_object_types_do_not_keep_a_once_backfill_running(stack, stack_db):
+    yacht = add_yacht(stack_db, "Skipper", "standard")
+    add_rows(stack_db, yacht.id, 20, object_types=("work_order", "email"))
+    stack.apply(backfill("skipper", yacht.id, batchSleepSeconds=0, skipObjectTypes=["email"]))
+    stack.start_runner()
+    stack.start_operator()
+    wait_for(lambda: stack.phases().get("skipper") == "Succeeded", timeout=60)
+    time.sleep(2.0)  # several ticks: no second Job for the pending emails
+    assert len(stack.jobs()) == 1
+    assert stack.phases()["skipper"] == "Succeeded"
+    assert status_counts(stack_db, yacht.id) == {"embedded": 10, "pending": 10}

@@ -38,6 +38,7 @@ class YachtFigures:
     processing: int = 0
     failed: int = 0
     dlq: int = 0
+    skipped: int = 0  # pending rows of types the backfill skips (skipObjectTypes)
     unresolved_dlq: int = 0
 
     @property

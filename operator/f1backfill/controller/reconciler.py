@@ -130,6 +130,18 @@ class RateTracker:
             del self._samples[uid]
 
 
+def skipped_types(backfills: list[ObservedBackfill]) -> dict[str, frozenset[str]]:
+    """Each yacht's object types left alone: those every backfill of the yacht skips."""
+    skipped: dict[str, frozenset[str]] = {}
+    for backfill in backfills:
+        if backfill.spec is None:
+            continue
+        types = frozenset(backfill.spec.skip_object_types)
+        yacht = backfill.spec.yacht_id
+        skipped[yacht] = skipped[yacht] & types if yacht in skipped else types
+    return skipped
+
+
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, db: FleetDatabase,
                  metrics: OperatorMetrics, gate: PeeringGate) -> None:
@@ -194,12 +206,12 @@ class Reconciler:
             log.info("in charge of %d backfills", len(self.cache.backfills))
         started = time.monotonic()
         backfills = list(self.cache.backfills.values())
-        yachts = {b.spec.yacht_id for b in backfills if b.spec is not None}
-        figures = await asyncio.to_thread(self.db.figures, yachts)
+        skipped = skipped_types(backfills)
+        figures = await asyncio.to_thread(self.db.figures, skipped)
         if time.monotonic() >= self._drift_due:
             await self._check_drift(backfills)
             self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
-            figures = await asyncio.to_thread(self.db.figures, yachts)
+            figures = await asyncio.to_thread(self.db.figures, skipped)
         decision = decide(
             backfills, list(self.cache.jobs.values()),
             {yacht: f.work for yacht, f in figures.items()},
@@ -217,7 +229,9 @@ class Reconciler:
         for job in decision.delete:
             log.info("stopping Job %s/%s", job.namespace, job.name)
             await asyncio.to_thread(self.kube.delete_job, job.namespace, job.name)
-            self.cache.jobs[(job.namespace, job.name)] = replace(job, deleting=True)
+            key = (job.namespace, job.name)
+            if key in self.cache.jobs:  # the watch may have shown the deletion meanwhile
+                self.cache.jobs[key] = replace(job, deleting=True)
         created: dict[str, str] = {}
         for backfill, admission in decision.admit:
             manifest = build_job(backfill, admission, self.settings)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from psycopg2 import sql
@@ -13,6 +14,9 @@ from ..builders.status import YachtFigures
 from . import connect, query
 
 log = logging.getLogger(__name__)
+
+# The columns of fleet_figures after yacht_id and object_type.
+_COUNTS = ("total", "embedded", "pending", "queued", "processing", "failed", "dlq")
 
 
 @dataclass(frozen=True)
@@ -54,20 +58,25 @@ class FleetDatabase:
             self.close()  # a broken connection is replaced at the next call
             raise
 
-    def figures(self, yacht_ids: Collection[str]) -> dict[str, YachtFigures]:
-        """Every yacht's rows by status and unresolved dead letters: two grouped queries."""
-        if not yacht_ids:
+    def figures(self, skipped: Mapping[str, Collection[str]]) -> dict[str, YachtFigures]:
+        """Every yacht's rows by status and its unresolved dead letters, in two grouped
+        queries. `skipped` maps each yacht to the object types left alone: their pending
+        rows are reported as `skipped`, not as work."""
+        if not skipped:
             return {}
-        ids = [uuid.UUID(y) for y in yacht_ids]
+        ids = [uuid.UUID(y) for y in skipped]
         rows = self._fetch(query("fleet_figures"), {"yacht_ids": ids})
-        dead = dict(self._fetch(query("fleet_dead_letters"), {"yacht_ids": ids}))
-        figures = {str(y): YachtFigures(unresolved_dlq=n) for y, n in dead.items()}
-        for yacht, total, embedded, pending, queued, processing, failed, dlq in rows:
-            figures[str(yacht)] = YachtFigures(
-                total=total, embedded=embedded, pending=pending, queued=queued,
-                processing=processing, failed=failed, dlq=dlq,
-                unresolved_dlq=dead.get(yacht, 0))
-        return figures
+        dead = {str(y): n for y, n in self._fetch(query("fleet_dead_letters"),
+                                                   {"yacht_ids": ids})}
+        totals: dict[str, Counter] = {str(y): Counter() for y in dead}
+        for yacht, object_type, *counts in rows:
+            total = totals.setdefault(str(yacht), Counter())
+            named = dict(zip(_COUNTS, counts, strict=True))
+            if object_type in skipped.get(str(yacht), ()):
+                named["skipped"] = named.pop("pending")
+            total.update(named)
+        return {yacht: YachtFigures(**total, unresolved_dlq=dead.get(yacht, 0))
+                for yacht, total in totals.items()}
 
     def drift(self, probes: Iterable[DriftProbe], *, requeue: Collection[str] = ()
               ) -> tuple[dict[str, int], dict[str, int]]:

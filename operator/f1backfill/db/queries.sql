@@ -220,9 +220,10 @@ SELECT atttypmod FROM pg_attribute
 WHERE attrelid = 'search_index'::regclass AND attname = 'embedding';
 
 -- name: fleet_figures
--- The operator's one grouped query per tick: every watched yacht's rows by status
--- (an index-only scan of search_index_yacht_status), not one query per backfill.
-SELECT yacht_id,
+-- The operator's one grouped query per tick: every watched yacht's rows by type and
+-- status, not one query per backfill. By type, because rows of a backfill's
+-- skipObjectTypes stay pending on purpose and are no work to admit it for.
+SELECT yacht_id, object_type,
        count(*) AS total,
        count(*) FILTER (WHERE embedding_status = 'embedded') AS embedded,
        count(*) FILTER (WHERE embedding_status = 'pending' OR embedding_status IS NULL)
@@ -233,7 +234,7 @@ SELECT yacht_id,
        count(*) FILTER (WHERE embedding_status = 'dlq') AS dlq
 FROM search_index
 WHERE yacht_id = ANY (%(yacht_ids)s::uuid[])
-GROUP BY yacht_id;
+GROUP BY yacht_id, object_type;
 
 -- name: fleet_dead_letters
 SELECT yacht_id, count(*)
