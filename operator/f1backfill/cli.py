@@ -4,7 +4,7 @@ migrate   create or upgrade the database schema (idempotent, safe concurrently)
 worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
 operator  admit YachtBackfills in priority order, one Job at a time (kopf)
 plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
-demo      the whole path locally on embedded defaults: no key, no external database
+demo      the whole product in a local sandbox: no cluster, no key, no external database
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(yachts=args.yachts, entities=args.entities, seed=args.seed)
+    return run_demo(timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--namespace", help="namespace written into each CR")
     plan.set_defaults(func=cmd_plan)
 
-    demo = sub.add_parser("demo", help="run the backfill locally on embedded defaults")
-    demo.add_argument("--yachts", type=int, default=4)
-    demo.add_argument("--entities", type=int, default=150, help="entities per yacht (average)")
-    demo.add_argument("--seed", type=int, default=7)
+    demo = sub.add_parser(
+        "demo", help="the whole product in a local sandbox (emulated API, embedded Postgres)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="give up after (seconds)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

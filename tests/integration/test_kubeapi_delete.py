@@ -6,8 +6,8 @@ import pytest
 from kubernetes import client as k
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kubeapi import fixtures
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 crd = fixtures.crd

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k
 
-from tests.support.kubeapi import fixtures, wait_for
-from tests.support.kubeapi.jobrunner import JobRunner
+from f1backfill.sandbox.jobrunner import JobRunner
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 k8s = fixtures.k8s
@@ -296,7 +297,7 @@ def test_standalone_runner_process(kubeconfig, k8s, namespace, tmp_path):
         [
             sys.executable,
             "-m",
-            "tests.support.kubeapi.jobrunner",
+            "f1backfill.sandbox.jobrunner",
             f"--kubeconfig={kubeconfig}",
             f"--workdir={tmp_path / 'jobs'}",
             f"--namespace={namespace}",

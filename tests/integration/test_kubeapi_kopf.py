@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k
 
-from tests.support.kubeapi import fixtures, wait_for
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 crd = fixtures.crd

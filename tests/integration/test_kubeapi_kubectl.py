@@ -14,8 +14,10 @@ from pathlib import Path
 import yaml
 from kubernetes import client as k
 
-from tests.support.kubeapi import fixtures, is_serving, wait_for
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
+from f1backfill.sandbox import is_serving
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
+from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 crd = fixtures.crd
@@ -305,7 +307,7 @@ def test_standalone_server_process(tmp_path):
         [
             sys.executable,
             "-m",
-            "tests.support.kubeapi",
+            "f1backfill.sandbox",
             "--port",
             "0",
             "--kubeconfig",

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from kubernetes import client as k
 
-from tests.support.kubeapi import KubeAPI
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
+from f1backfill.sandbox import KubeAPI
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
 
 COUNT = 10_000
 

@@ -12,8 +12,10 @@ from kubernetes import client as k
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kubeapi import KubeAPI, fixtures, wait_for
-from tests.support.kubeapi.fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from f1backfill.sandbox import KubeAPI
+from tests.support import kubeapi_fixtures as fixtures
+from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
 crd = fixtures.crd

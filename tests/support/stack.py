@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from f1backfill.constants import GROUP, PLURAL, VERSION
+from f1backfill.sandbox import KubeAPI
+from f1backfill.sandbox.jobrunner import JobRunner
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.kubeapi import KubeAPI
-from tests.support.kubeapi.jobrunner import JobRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]

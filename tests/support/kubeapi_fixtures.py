@@ -1,6 +1,6 @@
 """pytest fixtures for tests that talk to the emulator; import the ones a module uses.
 
-    from tests.support.kubeapi.fixtures import kubeapi, kubeconfig, k8s, kubectl  # noqa: F401
+    from tests.support.kubeapi_fixtures import kubeapi, kubeconfig, k8s, kubectl  # noqa: F401
 
 Each test gets its own server (starting one takes milliseconds), so tests share nothing.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .server import KubeAPI
+from f1backfill.sandbox.server import KubeAPI
 
 GROUP = "f1cortex.io"
 VERSION = "v1alpha1"

@@ -646,7 +646,7 @@ class JobRunner:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.kubeapi.jobrunner", description=__doc__.split("\n")[0]
+        prog="python -m f1backfill.sandbox.jobrunner", description=__doc__.split("\n")[0]
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--kubeconfig", help="kubeconfig of the API server")

@@ -1,4 +1,8 @@
-"""A Kubernetes API emulator and a Job runner for tests that run the real operator.
+"""A local sandbox cluster: a Kubernetes API emulator and a Job runner playing kubelet.
+
+The tests run the real operator against it, and `f1backfill demo` runs the whole product
+on it with no cluster at all. It is no substitute for a cluster (no RBAC, no scheduling,
+no resource limits): `make kind-up` is the way to run on one.
 
 Why a focused aiohttp server rather than kmock 0.8: kmock matches every request against
 its whole recorded history (8 creates/s after 500 objects; 10,000 objects did not finish
@@ -42,7 +46,7 @@ collection runs at once inside the owner's DELETE rather than a moment later; no
 created for Jobs (``jobrunner.JobRunner`` plays kubelet and Job controller in one).
 """
 
+from .jobrunner import JobRunner
 from .server import KubeAPI, is_serving
-from .waiting import wait_for
 
-__all__ = ["KubeAPI", "is_serving", "wait_for"]
+__all__ = ["JobRunner", "KubeAPI", "is_serving"]

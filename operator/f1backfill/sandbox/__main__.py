@@ -1,4 +1,4 @@
-"""Run the emulator as a process: ``python -m tests.support.kubeapi --port 0 --kubeconfig K``.
+"""Run the emulator as a process: ``python -m f1backfill.sandbox --port 0 --kubeconfig K``.
 
 Prints one JSON line ({"url", "kubeconfig", "pid"}) once it serves, then serves until
 SIGTERM or SIGINT.
@@ -17,7 +17,7 @@ from .server import KubeAPI
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.kubeapi")
+    parser = argparse.ArgumentParser(prog="python -m f1backfill.sandbox")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for this server here")
