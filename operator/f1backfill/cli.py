@@ -4,6 +4,7 @@ migrate   create or upgrade the database schema (idempotent, safe concurrently)
 worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
 operator  admit YachtBackfills in priority order, one Job at a time (kopf)
 plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
+seed      load demo rows for the yachts of YachtBackfill manifests (kind, demos)
 demo      the whole product in a local sandbox: no cluster, no key, no external database
 """
 
@@ -99,6 +100,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .db import connect
+    from .samples import load_backfill_manifests, seed_from_manifests
+
+    settings = WorkerSettings.from_env()
+    docs = load_backfill_manifests(Path(args.samples))
+    if not docs:
+        raise BackfillError(f"no YachtBackfill manifests in {args.samples}")
+    conn = connect(settings.database_url, application_name="f1backfill-seed")
+    try:
+        conn.autocommit = True
+        seeded = seed_from_manifests(conn, docs)
+    finally:
+        conn.close()
+    print(f"seeded {len(seeded)} of {len(docs)} yachts with demo rows")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -132,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print a YachtBackfill per active yacht (kubectl apply)")
     plan.add_argument("--namespace", help="namespace written into each CR")
     plan.set_defaults(func=cmd_plan)
+
+    seed = sub.add_parser("seed", help="demo rows for the yachts of YachtBackfill manifests")
+    seed.add_argument("--samples", default="manifests/samples",
+                      help="folder of YachtBackfill YAML files (default manifests/samples)")
+    seed.set_defaults(func=cmd_seed)
 
     demo = sub.add_parser(
         "demo", help="the whole product in a local sandbox (emulated API, embedded Postgres)")

@@ -22,29 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import yaml
 
 from .constants import PLURAL, TIER_PRIORITY
 from .db.migrate import migrate
 from .localdb import LocalPostgres
-from .samples import add_rows, add_yacht
+from .samples import load_backfill_manifests, seed_from_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "manifests" / "samples"
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
 NAMESPACE = "fleet"
-ROWS = (1200, 900, 1500, 700)  # per sample yacht, in file order
 
 
 def load_samples() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "YachtBackfill":
-                doc["metadata"]["namespace"] = NAMESPACE
-                # The demo has no OpenAI key: every sample embeds offline.
-                doc["spec"].setdefault("embedding", {})["provider"] = "hash"
-                docs.append(doc)
+    docs = load_backfill_manifests(SAMPLES)
+    for doc in docs:
+        doc["metadata"]["namespace"] = NAMESPACE
+        # The demo has no OpenAI key: every sample embeds offline.
+        doc["spec"].setdefault("embedding", {})["provider"] = "hash"
     return docs
 
 
@@ -102,14 +97,7 @@ def run_demo(*, timeout: float = 300.0) -> int:
         migrate(url)
         conn = psycopg2.connect(url)
         conn.autocommit = True
-        for n, doc in enumerate(samples):
-            spec = doc["spec"]
-            yacht = add_yacht(conn, spec.get("yachtName") or doc["metadata"]["name"],
-                              spec.get("tier", "standard"), yacht_id=spec["yachtId"])
-            add_rows(conn, yacht.id, ROWS[n % len(ROWS)], seed=n, max_chars=1500,
-                     long_share=0.02, long_chars=8000)
-            # A little junk, as real data has: it ends in the dead-letter table.
-            add_rows(conn, yacht.id, 2, texts=["\x07\x1b", "  \t "], seed=100 + n)
+        seed_from_manifests(conn, samples)
         print(f"2/4 Loaded {len(samples)} yachts from manifests/samples/ into the database.")
         api = KubeAPI().start()
         runner = operator = None

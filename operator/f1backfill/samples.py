@@ -1,8 +1,8 @@
-"""A generated fleet: yachts and searchable entities with realistic-looking text.
+"""Generated fleet data: yachts and searchable entities with realistic-looking text.
 
-Used by the demo, the tests and the benchmarks, so all three exercise the same shapes of
-data: the playbook's object types, texts mostly 200-3,000 characters with a tail of long
-documents, and per-yacht sizes that differ.
+Used by the demo, `f1backfill seed`, the tests and the benchmarks, so all of them exercise
+the same shapes of data: the playbook's object types, texts mostly 200-3,000 characters
+with a tail of long documents.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2.extras
+import yaml
 
 OBJECT_TYPES = ("work_order", "equipment", "document", "email", "certificate")
 
@@ -26,14 +28,6 @@ WORDS = (
     "charger", "shorepower", "mtu", "caterpillar", "service", "interval", "overhaul",
     "inspection", "replaced", "leaking", "vibration", "temperature", "pressure",
 )
-
-YACHT_NAMES = (
-    "Aurora Borealis", "Blue Meridian", "Coral Whisper", "Dawn Treader", "Eclipse Tide",
-    "Falcon Crest", "Golden Horizon", "Halcyon Days", "Island Spirit", "Jade Serenity",
-    "Kingfisher", "Lady Marina", "Midnight Sun", "Nautilus Star", "Ocean Pearl",
-)
-TIERS = ("enterprise", "premium", "standard")
-
 
 @dataclass(frozen=True)
 class Yacht:
@@ -95,31 +89,41 @@ def add_rows(conn, yacht_id: uuid.UUID, count: int, *, seed: int = 1,
     return [(t, i) for t, i, _, _ in rows]
 
 
-def add_fleet(conn, yachts: int, entities: int, *, seed: int = 7,
-              unembeddable: int = 0) -> list[Yacht]:
-    """`yachts` yachts of mixed tiers, each with roughly `entities` rows (±50%).
-
-    `unembeddable` rows per yacht hold only control characters: they end in the
-    dead-letter table (empty_text), as real junk does.
-    """
-    rng = random.Random(seed)
-    fleet = []
-    for n in range(yachts):
-        name = YACHT_NAMES[n % len(YACHT_NAMES)] + ("" if n < len(YACHT_NAMES) else f" {n}")
-        yacht = add_yacht(conn, name, TIERS[n % len(TIERS)],
-                          uuid.UUID(int=rng.getrandbits(128), version=4))
-        size = max(1, int(entities * rng.uniform(0.5, 1.5)))
-        add_rows(conn, yacht.id, size, seed=rng.randrange(2**31), max_chars=1500,
-                 long_share=0.02, long_chars=8000)
-        if unembeddable:
-            add_rows(conn, yacht.id, unembeddable, texts=["\x07\x1b \t"] * unembeddable,
-                     seed=rng.randrange(2**31), object_types=("email",))
-        fleet.append(yacht)
-    return fleet
-
-
 def status_counts(conn, yacht_id: uuid.UUID) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute("SELECT embedding_status, count(*) FROM search_index WHERE yacht_id = %s "
                     "GROUP BY 1", (yacht_id,))
         return dict(cur.fetchall())
+
+
+def load_backfill_manifests(folder: Path) -> list[dict]:
+    """The YachtBackfill documents of every YAML file in `folder`, in file order."""
+    docs = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "YachtBackfill":
+                docs.append(doc)
+    return docs
+
+
+def seed_from_manifests(conn, docs: list[dict], rows: tuple[int, ...] = (1200, 900, 1500, 700),
+                        junk: int = 2) -> list[Yacht]:
+    """A yacht and generated rows for each backfill's yachtId (demo data, idempotent per
+    yacht: a yacht already present is left as it is). `junk` rows per yacht hold only
+    control characters and end in the dead-letter table, as real junk does."""
+    seeded = []
+    for n, doc in enumerate(docs):
+        spec = doc["spec"]
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM yachts WHERE id = %s", (spec["yachtId"],))
+            if cur.fetchone():
+                continue
+        yacht = add_yacht(conn, spec.get("yachtName") or doc["metadata"]["name"],
+                          spec.get("tier", "standard"), yacht_id=uuid.UUID(spec["yachtId"]))
+        add_rows(conn, yacht.id, rows[n % len(rows)], seed=n, max_chars=1500,
+                 long_share=0.02, long_chars=8000)
+        if junk:
+            add_rows(conn, yacht.id, junk, texts=["\x07\x1b \t"] * junk,
+                     seed=100 + n)
+        seeded.append(yacht)
+    return seeded

@@ -3,7 +3,6 @@
 from f1backfill.samples import (  # noqa: F401
     OBJECT_TYPES,
     Yacht,
-    add_fleet,
     add_rows,
     add_yacht,
     make_text,
