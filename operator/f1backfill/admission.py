@@ -55,6 +55,7 @@ class ObservedBackfill:
     status: BackfillStatus = field(default_factory=BackfillStatus)
     spec_error: str = ""
     deleting: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -5,6 +5,8 @@ worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
 operator  admit YachtBackfills in priority order, one Job at a time (kopf)
 plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
 seed      load demo rows for the yachts of YachtBackfill manifests (kind, demos)
+feedback  learn query terms from search clicks (`learn`), record a click (`record`)
+dlq       list, retry or abandon dead letters
 demo      the whole product in a local sandbox: no cluster, no key, no external database
 """
 
@@ -120,6 +122,64 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_learn(args: argparse.Namespace) -> int:
+    from .config import FeedbackSettings
+    from .feedback import learn, render
+
+    settings = FeedbackSettings.from_env()
+    _setup_logging(settings.log_level)
+    result = learn(settings, yacht_id=args.yacht, dry_run=args.dry_run)
+    print(render(result, dry_run=args.dry_run))
+    return 0
+
+
+def cmd_feedback_record(args: argparse.Namespace) -> int:
+    from .config import FeedbackSettings
+    from .db import connect
+    from .feedback import record_click
+
+    settings = FeedbackSettings.from_env()
+    conn = connect(settings.database_url, application_name="f1backfill-feedback")
+    try:
+        click = record_click(
+            conn, org_id=args.org, yacht_id=args.yacht, user_id=args.user,
+            query_text=args.query, object_type=args.object_type, object_id=args.object_id,
+            position=args.position, max_query_chars=settings.max_query_chars)
+    finally:
+        conn.close()
+    print(f"recorded click {click}")
+    return 0
+
+
+def _dlq_connection():
+    from .db import connect
+
+    return connect(WorkerSettings.from_env().database_url, application_name="f1backfill-dlq")
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from . import deadletters
+
+    conn = _dlq_connection()
+    try:
+        if args.dlq_command == "list":
+            print(deadletters.render(deadletters.list_dead_letters(
+                conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
+                limit=args.limit)))
+            return 0
+        operation = deadletters.retry if args.dlq_command == "retry" else deadletters.abandon
+        counts = operation(conn, yacht_id=args.yacht, code=args.code, ids=args.id)
+    finally:
+        conn.close()
+    verb = "re-queued" if args.dlq_command == "retry" else "abandoned"
+    print(f"{verb} {sum(counts.values())} dead letters"
+          + "".join(f"\n  yacht {y}: {n}" for y, n in sorted(counts.items())))
+    if args.dlq_command == "retry" and counts:
+        print("A Succeeded backfill in mode Once is not re-admitted for them: annotate it "
+              "instead (kubectl annotate yb NAME f1cortex.io/replay-dead-letters=$(date +%s))")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -158,6 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--samples", default="manifests/samples",
                       help="folder of YachtBackfill YAML files (default manifests/samples)")
     seed.set_defaults(func=cmd_seed)
+
+    feedback = sub.add_parser("feedback", help="click-feedback learning (nightly CronJob)")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
+    learn_cmd = feedback_sub.add_parser(
+        "learn", help="append queries that led to clicks to the clicked rows' text")
+    learn_cmd.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    learn_cmd.add_argument("--yacht", help="only this yacht (UUID)")
+    learn_cmd.set_defaults(func=cmd_feedback_learn)
+    record = feedback_sub.add_parser("record", help="record one search click")
+    for flag in ("--org", "--yacht", "--user", "--query", "--object-type", "--object-id"):
+        record.add_argument(flag, required=True)
+    record.add_argument("--position", type=int, help="rank of the clicked result, 1 = top")
+    record.set_defaults(func=cmd_feedback_record)
+
+    dlq = sub.add_parser("dlq", help="list, retry or abandon dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (("list", "unresolved dead letters as a table"),
+                       ("retry", "back to the queue with attempts reset"),
+                       ("abandon", "resolve as abandoned")):
+        command = dlq_sub.add_parser(name, help=text)
+        command.add_argument("--yacht", help="only this yacht (UUID)")
+        command.add_argument("--code", help="only this error code (e.g. invalid_input)")
+        if name == "list":
+            command.add_argument("--all", action="store_true", help="resolved ones too")
+            command.add_argument("--limit", type=int, default=1000)
+        else:
+            command.add_argument("--id", action="append", help="only this entry (repeatable)")
+        command.set_defaults(func=cmd_dlq)
 
     demo = sub.add_parser(
         "demo", help="the whole product in a local sandbox (emulated API, embedded Postgres)")

@@ -243,3 +243,38 @@ def _redacted(settings: Any) -> dict[str, Any]:
         value = getattr(settings, f.name)
         out[f.name] = ("<set>" if value else "<unset>") if f.metadata.get("secret") else value
     return out
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """The nightly click-feedback job (the playbook's section 2)."""
+
+    database_url: str = field(
+        default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
+    )
+    window_days: int = field(default=30, metadata=_meta(
+        "FEEDBACK_WINDOW_DAYS", "clicks of the last N days count", lo=1, hi=3650))
+    min_clicks: int = field(default=3, metadata=_meta(
+        "FEEDBACK_MIN_CLICKS", "clicks of one query on one object needed to learn it",
+        lo=1, hi=1_000_000))
+    max_avg_position: float = field(default=5.0, metadata=_meta(
+        "FEEDBACK_MAX_AVG_POSITION", "only clicks ranked this high on average (1 = top)",
+        lo=1.0, hi=1000.0))
+    max_search_text: int = field(default=12000, metadata=_meta(
+        "PROJECTION_MAX_SEARCH_TEXT", "search_text never grows past this many characters",
+        lo=100, hi=1_000_000))
+    max_query_chars: int = field(default=200, metadata=_meta(
+        "FEEDBACK_MAX_QUERY_CHARS", "a normalised query is cut to this length", lo=8,
+        hi=10_000))
+    log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any
+                 ) -> FeedbackSettings:
+        return _from_env(cls, env, overrides)
+
+    def validate(self) -> None:
+        _check_ranges(self)
+
+    def redacted(self) -> dict[str, Any]:
+        return _redacted(self)

@@ -77,7 +77,7 @@ def add_rows(conn, yacht_id: uuid.UUID, count: int, *, seed: int = 1,
     rows = []
     for n in range(count):
         text = texts[n] if texts is not None else make_text(rng, next(lengths))
-        object_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        object_id = uuid.uuid4()  # never derived from the seed: two calls must not collide
         rows.append((object_types[n % len(object_types)], object_id, yacht_id, text))
     with conn.cursor() as cur:
         psycopg2.extras.execute_values(

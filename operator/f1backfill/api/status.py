@@ -113,11 +113,16 @@ class Progress:
 @dataclass(frozen=True)
 class DlqStatus:
     unresolved: int = 0
+    # The last annotation values acted on (f1cortex.io/replay- / abandon-dead-letters).
+    replayed: str | None = None
+    abandoned: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "status.dlq") -> DlqStatus:
         r = FieldReader(data, path)
         r.integer("unresolved", minimum=0)
+        r.string("replayed", max_length=253)
+        r.string("abandoned", max_length=253)
         return cls(**r.kwargs)
 
 

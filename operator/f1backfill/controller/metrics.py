@@ -37,6 +37,12 @@ class OperatorMetrics:
             registry=r)
         self.running_jobs = Gauge(
             "f1_operator_running_jobs", "Embedding Jobs not finished", registry=r)
+        self.feedback_terms = Gauge(
+            "f1_feedback_terms_added", "Query terms the last feedback run learned",
+            ["yacht_id"], registry=r)
+        self.feedback_last_run = Gauge(
+            "f1_feedback_last_run_timestamp_seconds", "When the last feedback run ended",
+            ["yacht_id"], registry=r)
         self.decision_seconds = Histogram(
             "f1_operator_decision_seconds", "Time of one fleet-wide reconciliation",
             buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registry=r)

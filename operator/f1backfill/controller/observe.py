@@ -43,6 +43,7 @@ def observe_backfill(body: Mapping[str, Any]) -> ObservedBackfill:
         status=status,
         spec_error=error,
         deleting=bool(meta.get("deletionTimestamp")),
+        annotations=dict(meta.get("annotations") or {}),
     )
 
 

@@ -27,6 +27,7 @@ from ..api import DriftStatus, Phase
 from ..builders.job import build_job
 from ..builders.status import Thresholds, YachtFigures, build_status, status_patch
 from ..config import OperatorSettings
+from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
 from ..db.fleet import DriftProbe, FleetDatabase
 from .kube import Kube
 from .metrics import OperatorMetrics
@@ -205,11 +206,13 @@ class Reconciler:
             self.active = True
             log.info("in charge of %d backfills", len(self.cache.backfills))
         started = time.monotonic()
+        await self._dead_letter_requests(list(self.cache.backfills.values()))
         backfills = list(self.cache.backfills.values())
         skipped = skipped_types(backfills)
         figures = await asyncio.to_thread(self.db.figures, skipped)
         if time.monotonic() >= self._drift_due:
             await self._check_drift(backfills)
+            await self._export_feedback_runs()
             self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
             figures = await asyncio.to_thread(self.db.figures, skipped)
         decision = decide(
@@ -292,6 +295,52 @@ class Reconciler:
             self.metrics.queue_depth.labels(yacht, "processing").set(f.processing)
         for yacht, d in self.drift.items():
             self.metrics.drift.labels(yacht).set(d.stale_rows)
+
+    async def _dead_letter_requests(self, backfills: list[ObservedBackfill]) -> None:
+        """Replay or abandon a yacht's dead letters once per new annotation value.
+
+        The value acted on is recorded in the status (status.dlq.replayed / .abandoned),
+        so a restarted operator does not act twice and a new value acts again.
+        """
+        for backfill in backfills:
+            if backfill.spec is None or backfill.deleting:
+                continue
+            dlq = backfill.status.dlq
+            for annotation, done, action in (
+                    (ANNOTATION_REPLAY_DEAD_LETTERS, dlq.replayed if dlq else None, "replayed"),
+                    (ANNOTATION_ABANDON_DEAD_LETTERS, dlq.abandoned if dlq else None,
+                     "abandoned")):
+                token = backfill.annotations.get(annotation)
+                if not token or token == done:
+                    continue
+                yacht = backfill.spec.yacht_id
+                if action == "replayed":
+                    count = await asyncio.to_thread(self.db.replay_dead_letters, yacht)
+                    message = f"re-queued {count} dead letters of the yacht ({annotation}={token})"
+                else:
+                    count = await asyncio.to_thread(self.db.abandon_dead_letters, yacht)
+                    message = f"abandoned {count} dead letters of the yacht ({annotation}={token})"
+                log.info("%s/%s: %s", backfill.namespace, backfill.name, message)
+                patch: dict[str, Any] = {"dlq": {action: token[:253]}}
+                if action == "replayed" and count and backfill.status.phase is Phase.SUCCEEDED:
+                    patch["phase"] = Phase.PENDING.value  # asked for: runs again, even Once
+                body = await asyncio.to_thread(
+                    self.kube.patch_status, backfill.namespace, backfill.name, patch)
+                if body is None:
+                    break
+                self.cache.apply_backfill("MODIFIED", body)
+                backfill = self.cache.backfills[backfill.uid]
+                ref = {"namespace": backfill.namespace, "name": backfill.name,
+                       "uid": backfill.uid}
+                reason = "DeadLettersReplayed" if action == "replayed" else "DeadLettersAbandoned"
+                await asyncio.to_thread(self.kube.post_event, ref, "Normal", reason, message)
+
+    async def _export_feedback_runs(self) -> None:
+        """The nightly feedback job is a short-lived pod; its results are exported here."""
+        runs = await asyncio.to_thread(self.db.feedback_runs)
+        for yacht, (terms, _objects, at) in runs.items():
+            self.metrics.feedback_terms.labels(yacht).set(terms)
+            self.metrics.feedback_last_run.labels(yacht).set(at)
 
     async def _check_drift(self, backfills: list[ObservedBackfill]) -> None:
         probes, requeue = [], set()

@@ -114,3 +114,19 @@ class FleetDatabase:
                 log.warning("drift check of %s (%s) failed: %s", table, object_type,
                             str(exc).strip().splitlines()[0])
         return stale, requeued
+
+    def replay_dead_letters(self, yacht_id: str) -> int:
+        from ..deadletters import retry
+
+        return sum(retry(self._connection(), yacht_id=yacht_id).values())
+
+    def abandon_dead_letters(self, yacht_id: str) -> int:
+        from ..deadletters import abandon
+
+        return sum(abandon(self._connection(), yacht_id=yacht_id).values())
+
+    def feedback_runs(self) -> dict[str, tuple[int, int, float]]:
+        """The latest feedback run per yacht: (terms added, objects updated, unix time)."""
+        return {str(y): (terms, objects, float(at))
+                for y, terms, objects, at in self._fetch(query("feedback_last_runs"), {})}
+

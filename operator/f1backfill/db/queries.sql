@@ -112,18 +112,27 @@ SET status = %(status)s, finished_at = now(), lease_expires_at = NULL,
 WHERE id = ANY (%(ids)s) AND status = 'processing' AND claimed_by = %(worker)s
 RETURNING id;
 
+-- name: vectors_table
+-- A batch's vectors arrive by binary COPY (see worker/queue.py): formatting 150,000 floats
+-- as text and parsing them back cost more than the rest of the batch together.
+CREATE TEMP TABLE IF NOT EXISTS batch_vectors (
+    object_type  TEXT NOT NULL,
+    object_id    UUID NOT NULL,
+    text_hash    TEXT NOT NULL,
+    embedding    vector NOT NULL
+) ON COMMIT DELETE ROWS;
+
 -- name: store_embeddings
--- Vectors for jobs we still own, written only where the text is still the text we
--- embedded; release_stale_text handles the others.
+-- Vectors for jobs we still own (batch_vectors holds only those), written only where the
+-- text is still the text we embedded; release_stale_text handles the others.
 UPDATE search_index si
-SET embedding = v.embedding::vector,
+SET embedding = v.embedding,
     embedding_status = 'embedded',
     embedding_model = %(model)s,
     embedded_at = now(),
     embedding_attempts = 0,
     payload = si.payload - 'last_error' - 'last_error_code' - 'first_failure_at'
-FROM unnest(%(object_types)s::text[], %(object_ids)s::uuid[], %(embeddings)s::text[],
-            %(text_hashes)s::text[]) AS v (object_type, object_id, embedding, text_hash)
+FROM batch_vectors v
 WHERE si.object_type = v.object_type AND si.object_id = v.object_id
   AND md5(si.search_text) = v.text_hash
 RETURNING si.object_type, si.object_id;
@@ -271,3 +280,124 @@ WHERE t.yacht_id = si.yacht_id
   AND si.object_type = %(object_type)s
   AND src.{updated_column} > si.updated_at + make_interval(mins => t.minutes)
 RETURNING si.yacht_id;
+
+-- name: record_click
+-- A click from the search front end; the query arrives normalised (querytext.py).
+INSERT INTO search_click_events (
+    org_id, yacht_id, user_id, search_id, query_text, query_normalized,
+    clicked_object_type, clicked_object_id, click_position, search_timestamp,
+    click_timestamp, dwell_time_ms, was_successful)
+VALUES (%(org_id)s, %(yacht_id)s, %(user_id)s, %(search_id)s, %(query_text)s,
+        %(query_normalized)s, %(object_type)s, %(object_id)s, %(position)s,
+        %(search_timestamp)s, COALESCE(%(clicked_at)s, now()), %(dwell_time_ms)s,
+        %(was_successful)s)
+RETURNING id;
+
+-- name: feedback_candidates
+-- The playbook's click aggregation: a normalised query that led to enough clicks on the
+-- same object, ranked high enough on average, within the window. Clicks on objects
+-- deleted since are gone with them (ON DELETE CASCADE) and the join drops any other.
+SELECT e.yacht_id, e.clicked_object_type, e.clicked_object_id, e.query_normalized,
+       count(*) AS clicks, round(avg(e.click_position), 2) AS avg_position,
+       si.search_text, md5(si.search_text) AS text_hash
+FROM search_click_events e
+JOIN search_index si
+  ON si.object_type = e.clicked_object_type AND si.object_id = e.clicked_object_id
+ AND si.yacht_id = e.yacht_id
+WHERE e.click_timestamp > now() - make_interval(days => %(window_days)s)
+  AND (%(yacht_id)s::uuid IS NULL OR e.yacht_id = %(yacht_id)s::uuid)
+GROUP BY e.yacht_id, e.clicked_object_type, e.clicked_object_id, e.query_normalized,
+         si.search_text
+HAVING count(*) >= %(min_clicks)s AND avg(e.click_position) <= %(max_avg_position)s
+ORDER BY e.yacht_id, e.clicked_object_type, e.clicked_object_id, count(*) DESC,
+         e.query_normalized;
+
+-- name: feedback_append
+-- Append learned terms only if the text is still the text the terms were chosen against
+-- (md5 guard: no lost update when the projection rewrites it meanwhile), and queue the row
+-- for re-embedding so the next search finds it.
+WITH appended AS (
+    UPDATE search_index
+    SET search_text = search_text || %(suffix)s,
+        embedding_status = 'queued', embedding_queued_at = now(), embedding_attempts = 0,
+        updated_at = now()
+    WHERE object_type = %(object_type)s AND object_id = %(object_id)s
+      AND md5(search_text) = %(text_hash)s
+    RETURNING object_type, object_id, yacht_id
+), queued AS (
+    -- A row already waiting in the queue keeps its job: the claim reads the new text.
+    INSERT INTO embedding_jobs (object_type, object_id, yacht_id, priority)
+    SELECT object_type, object_id, yacht_id, %(priority)s FROM appended
+    ON CONFLICT (object_type, object_id) WHERE status = 'queued' DO NOTHING
+)
+SELECT count(*) FROM appended;
+
+-- name: feedback_row
+SELECT search_text, md5(search_text) FROM search_index
+WHERE object_type = %(object_type)s AND object_id = %(object_id)s;
+
+-- name: feedback_log
+INSERT INTO feedback_learning_log (run_date, yacht_id, terms_added, objects_updated, details)
+VALUES (now(), %(yacht_id)s, %(terms_added)s, %(objects_updated)s, %(details)s)
+RETURNING id;
+
+-- name: feedback_last_runs
+-- The latest run per yacht, for the operator's metrics.
+SELECT DISTINCT ON (yacht_id) yacht_id, terms_added, objects_updated,
+       EXTRACT(EPOCH FROM run_date)
+FROM feedback_learning_log
+WHERE yacht_id IS NOT NULL
+ORDER BY yacht_id, run_date DESC;
+
+-- name: dlq_list
+SELECT d.id, d.yacht_id, d.object_type, d.object_id, d.error_code, d.attempts,
+       d.last_failure_at, d.resolved_at, d.resolution_type,
+       left(regexp_replace(COALESCE(d.error_message, ''), '\s+', ' ', 'g'), 80)
+FROM embedding_dlq d
+WHERE (%(yacht_id)s::uuid IS NULL OR d.yacht_id = %(yacht_id)s::uuid)
+  AND (%(code)s::text IS NULL OR d.error_code = %(code)s::text)
+  AND (%(all)s OR d.resolved_at IS NULL)
+ORDER BY d.last_failure_at DESC, d.id
+LIMIT %(limit)s;
+
+-- name: dlq_retry
+-- Unresolved dead letters go back to the queue with their attempts reset. The DLQ entry
+-- stays open until the row embeds (then the worker resolves it as retry_success), so a
+-- retry that fails again is not lost. Idempotent: a row already retried is no longer 'dlq'.
+WITH chosen AS (
+    SELECT d.object_type, d.object_id
+    FROM embedding_dlq d
+    JOIN search_index si ON si.object_type = d.object_type AND si.object_id = d.object_id
+    WHERE d.resolved_at IS NULL AND si.embedding_status = 'dlq'
+      AND (%(yacht_id)s::uuid IS NULL OR d.yacht_id = %(yacht_id)s::uuid)
+      AND (%(code)s::text IS NULL OR d.error_code = %(code)s::text)
+      AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+    FOR UPDATE OF si
+), retried AS (
+    UPDATE search_index si
+    SET embedding_status = 'queued', embedding_attempts = 0, embedding_queued_at = now(),
+        payload = si.payload - 'last_error' - 'last_error_code' - 'first_failure_at'
+    FROM chosen c
+    WHERE si.object_type = c.object_type AND si.object_id = c.object_id
+    RETURNING si.object_type, si.object_id, si.yacht_id
+), queued AS (
+    INSERT INTO embedding_jobs (object_type, object_id, yacht_id, priority)
+    SELECT object_type, object_id, yacht_id, %(priority)s FROM retried
+    ON CONFLICT (object_type, object_id) WHERE status = 'queued' DO NOTHING
+)
+SELECT yacht_id, count(*) FROM retried GROUP BY yacht_id;
+
+-- name: dlq_abandon
+-- Give up on unresolved dead letters: resolved as abandoned, the row stays 'dlq'
+-- (not embedded, not work). Idempotent: only unresolved entries change, and only those
+-- still waiting in the DLQ: a retried row (queued again) is on its way, not abandoned.
+UPDATE embedding_dlq d
+SET resolved_at = now(), resolution_type = 'abandoned'
+WHERE d.resolved_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM search_index si
+                  WHERE si.object_type = d.object_type AND si.object_id = d.object_id
+                    AND si.embedding_status <> 'dlq')
+  AND (%(yacht_id)s::uuid IS NULL OR d.yacht_id = %(yacht_id)s::uuid)
+  AND (%(code)s::text IS NULL OR d.error_code = %(code)s::text)
+  AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+RETURNING d.yacht_id;

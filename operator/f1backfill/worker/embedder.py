@@ -92,6 +92,9 @@ class Embedder:
                     row, "lease_expired", "worker lost while holding the row (lease expired)"))
                 continue
             text = clean(row.search_text, min(self.max_chars, per_input_chars))
+            # Only the cleaned copy is needed from here on; holding both doubles a lane's
+            # memory with 24,000-character texts.
+            row.search_text = ""
             if not text:
                 outcome.failures.append(Failure(row, "empty_text", "no text left after cleaning"))
                 continue

@@ -5,6 +5,8 @@ One `Queue` per connection (a lane owns one). Every method is one transaction.
 
 from __future__ import annotations
 
+import io
+import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,9 +41,26 @@ class QueueState:
     next_in_seconds: float | None
 
 
-def vector_literal(vector: np.ndarray) -> str:
-    """pgvector's text form. float32 repr round-trips exactly and is ~5x faster than str()."""
-    return "[" + ",".join(map(repr, vector.astype(np.float32).tolist())) + "]"
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+
+
+def copy_vectors_payload(rows: Sequence[tuple[ClaimedRow, np.ndarray]]) -> bytes:
+    """PostgreSQL's binary COPY format for batch_vectors: pgvector's binary form is
+    (int16 dimensions, int16 unused, float4 big-endian each), no text round trip."""
+    parts = [_COPY_HEADER]
+    for row, vector in rows:
+        object_type = row.object_type.encode()
+        text_hash = row.text_hash.encode()
+        values = np.asarray(vector, dtype=">f4")
+        parts += [
+            struct.pack(">hi", 4, len(object_type)), object_type,
+            struct.pack(">i", 16), row.object_id.bytes,
+            struct.pack(">i", len(text_hash)), text_hash,
+            struct.pack(">ihh", 4 + 4 * values.size, values.size, 0), values.tobytes(),
+        ]
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
 
 
 class Queue:
@@ -50,6 +69,7 @@ class Queue:
         self.yacht_id = uuid.UUID(yacht_id)
         self.worker = worker
         self.lease_seconds = float(lease_seconds)
+        self._vectors_table = False  # the temp table exists for this connection's life
 
     def close(self) -> None:
         self.conn.close()
@@ -117,12 +137,12 @@ class Queue:
             owned = {row[0] for row in cur.fetchall()}
             done = [(r, v) for r, v in done if r.job_id in owned]
             if done:
-                cur.execute(query("store_embeddings"), {
-                    "object_types": [r.object_type for r, _ in done],
-                    "object_ids": [r.object_id for r, _ in done],
-                    "embeddings": [vector_literal(v) for _, v in done],
-                    "text_hashes": [r.text_hash for r, _ in done],
-                    "model": model})
+                if not self._vectors_table:
+                    # IF NOT EXISTS: cheap, and right even after a rolled-back creation.
+                    cur.execute(query("vectors_table"))
+                cur.copy_expert("COPY batch_vectors FROM STDIN WITH (FORMAT binary)",
+                                io.BytesIO(copy_vectors_payload(done)))
+                cur.execute(query("store_embeddings"), {"model": model})
                 stored = cur.fetchall()
                 embedded = len(stored)
                 if embedded < len(done):
@@ -144,6 +164,7 @@ class Queue:
             if retries:
                 self._requeue(cur, [(f.row, f.row.attempts, f.code, f.message, delay)
                                     for f, delay in retries])
+        self._vectors_table = self._vectors_table or bool(done)  # committed: it exists
         return embedded
 
     def release(self, rows: Iterable[ClaimedRow]) -> None:

@@ -1,0 +1,56 @@
+"""Search query text is data: the one place it is checked and normalised.
+
+The playbook stored `query_normalized` as "lowercase, trimmed" and then matched it with
+`search_text NOT ILIKE '%' || query || '%'`, so a `%`, `_` or `\\` typed by a user changed
+what matched. Here a query is normalised once (Unicode NFKC, case-folded, whitespace
+collapsed, trimmed, length-capped) and compared as plain text, never as a pattern.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .errors import BackfillError
+
+# C0 and C1 control characters (NUL included) other than the whitespace we collapse.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_SPACE = re.compile(r"\s+")
+
+
+class InvalidQuery(BackfillError, ValueError):
+    """A query text that is refused: the message says why; nothing is stored."""
+
+
+def normalize_query(text: str, max_chars: int = 200) -> str:
+    """The stored, compared form of a search query.
+
+    Refuses control characters and NUL bytes (they are never typed by a person and never
+    stored); an empty result is refused too.
+    """
+    if not isinstance(text, str):
+        raise InvalidQuery(f"query text must be a string, got {type(text).__name__}")
+    bad = _CONTROL.search(text)
+    if bad:
+        raise InvalidQuery(
+            f"query text contains a control character (U+{ord(bad.group()):04X}) "
+            f"at position {bad.start()}")
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    # NFKC can turn some characters into others that are controls; check again.
+    if _CONTROL.search(folded):
+        raise InvalidQuery("query text contains a control character after normalisation")
+    collapsed = _SPACE.sub(" ", folded).strip()
+    if not collapsed:
+        raise InvalidQuery("query text is empty")
+    return collapsed[:max_chars].rstrip()
+
+
+def comparable(text: str) -> str:
+    """search_text in the same form as a normalised query, to test for containment."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _CONTROL.sub(" ", folded))
+
+
+def contains_term(search_text: str, term: str) -> bool:
+    """Plain-text containment of a normalised query in a search text; no pattern syntax."""
+    return term in comparable(search_text)
