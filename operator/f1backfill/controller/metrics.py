@@ -44,8 +44,13 @@ class OperatorMetrics:
             "f1_feedback_last_run_timestamp_seconds", "When the last feedback run ended",
             ["yacht_id"], registry=r)
         self.decision_seconds = Histogram(
-            "f1_operator_decision_seconds", "Time of one fleet-wide reconciliation",
-            buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registry=r)
+            "f1_operator_decision_seconds",
+            "Time of one fleet-wide decision (admission and desired statuses, no I/O)",
+            buckets=[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registry=r)
+        self.tick_seconds = Histogram(
+            "f1_operator_tick_seconds",
+            "Time of one reconciliation tick: database reads, decision, API writes",
+            buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registry=r)
         self._labelled: set[tuple[str, str, str]] = set()
 
     def record(self, key: tuple[str, str, str], phase: Phase, position: int | None,

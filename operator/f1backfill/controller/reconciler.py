@@ -18,14 +18,20 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ..admission import Decision, ObservedBackfill, ObservedJob, decide
-from ..api import DriftStatus, Phase
+from ..admission import Decision, ObservedBackfill, ObservedJob, Verdict, decide
+from ..api import BackfillStatus, DriftStatus, Phase, job_name
 from ..builders.job import build_job
-from ..builders.status import Thresholds, YachtFigures, build_status, status_patch
+from ..builders.status import (
+    EventNote,
+    Thresholds,
+    YachtFigures,
+    build_status,
+    status_patch,
+)
 from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
 from ..db.fleet import DriftProbe, FleetDatabase
@@ -36,6 +42,18 @@ from .observe import observe_backfill, observe_job
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_SECONDS = 300.0
+
+
+STATUS_WRITERS = 8
+
+
+@dataclass(frozen=True)
+class Desired:
+    backfill: ObservedBackfill
+    verdict: Verdict
+    status: BackfillStatus
+    events: list[EventNote]
+    patch: dict | None
 
 
 class FleetCache:
@@ -215,27 +233,58 @@ class Reconciler:
             await self._export_feedback_runs()
             self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
             figures = await asyncio.to_thread(self.db.figures, skipped)
+        deciding = time.monotonic()
         decision = decide(
             backfills, list(self.cache.jobs.values()),
             {yacht: f.work for yacht, f in figures.items()},
             max_concurrent_jobs=self.settings.max_concurrent_jobs,
             job_retries=self.settings.job_retries)
-        await self._act(decision, backfills, figures)
-        elapsed = time.monotonic() - started
-        self.metrics.decision_seconds.observe(elapsed)
+        desired = self._desired(decision, backfills, figures)
+        self.metrics.decision_seconds.observe(time.monotonic() - deciding)
+        await self._act(decision, desired)
+        self._export(decision, desired, figures)
+        self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.last_tick = time.monotonic()
         self.ticks += 1
         return decision
 
-    async def _act(self, decision: Decision, backfills: list[ObservedBackfill],
-                   figures: dict[str, YachtFigures]) -> None:
+    def _desired(self, decision: Decision, backfills: list[ObservedBackfill],
+                 figures: dict[str, YachtFigures]) -> list[Desired]:
+        """Each backfill's status after this decision, its patch and its Events. Pure
+        but for the rate tracker's samples."""
+        thresholds = Thresholds(self.settings.dlq_warning, self.settings.dlq_critical)
+        now = datetime.now(UTC)
+        admitted = {backfill.uid: job_name(backfill.namespace, backfill.name, backfill.uid,
+                                           admission)
+                    for backfill, admission in decision.admit}
+        desired = []
+        for backfill in backfills:
+            verdict = decision.verdicts.get(backfill.uid)
+            if verdict is None:
+                continue
+            yacht = backfill.spec.yacht_id if backfill.spec else ""
+            yacht_figures = figures.get(yacht)
+            rate = self.rates.observe(backfill.uid,
+                                      yacht_figures.embedded if yacht_figures else 0)
+            drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
+                else None
+            status, events = build_status(
+                backfill, verdict, yacht_figures, rate=rate, drift=drift,
+                thresholds=thresholds,
+                job_name=admitted.get(backfill.uid) or (verdict.job.name if verdict.job
+                                                        else None),
+                now=now)
+            desired.append(Desired(backfill, verdict, status, events,
+                                   status_patch(backfill.status, status)))
+        return desired
+
+    async def _act(self, decision: Decision, desired: list[Desired]) -> None:
         for job in decision.delete:
             log.info("stopping Job %s/%s", job.namespace, job.name)
             await asyncio.to_thread(self.kube.delete_job, job.namespace, job.name)
             key = (job.namespace, job.name)
             if key in self.cache.jobs:  # the watch may have shown the deletion meanwhile
                 self.cache.jobs[key] = replace(job, deleting=True)
-        created: dict[str, str] = {}
         for backfill, admission in decision.admit:
             manifest = build_job(backfill, admission, self.settings)
             name = manifest["metadata"]["name"]
@@ -249,45 +298,42 @@ class Reconciler:
             job = observe_job(manifest)
             if job is not None:
                 self.cache.jobs.setdefault((job.namespace, job.name), job)
-            created[backfill.uid] = name
+        # Status writes are independent of each other: a few at a time, so a fleet of
+        # thousands that all change (the first tick) does not take minutes.
+        limit = asyncio.Semaphore(STATUS_WRITERS)
 
-        thresholds = Thresholds(self.settings.dlq_warning, self.settings.dlq_critical)
-        now = datetime.now(UTC)
+        async def write(item: Desired) -> None:
+            async with limit:
+                await self._write_status(item)
+
+        await asyncio.gather(*(write(item) for item in desired if item.patch is not None))
+
+    async def _write_status(self, item: Desired) -> None:
+        backfill = item.backfill
+        body = await asyncio.to_thread(
+            self.kube.patch_status, backfill.namespace, backfill.name, item.patch)
+        if body is None:
+            self.cache.backfills.pop(backfill.uid, None)
+            return
+        self.cache.apply_backfill("MODIFIED", body)
+        ref = {"namespace": backfill.namespace, "name": backfill.name, "uid": backfill.uid}
+        for note in item.events:
+            await asyncio.to_thread(self.kube.post_event, ref, note.type, note.reason,
+                                    note.message)
+
+    def _export(self, decision: Decision, desired: list[Desired],
+                figures: dict[str, YachtFigures]) -> None:
         present: set[tuple[str, str, str]] = set()
-        for backfill in backfills:
-            verdict = decision.verdicts.get(backfill.uid)
-            if verdict is None:
-                continue
-            yacht = backfill.spec.yacht_id if backfill.spec else ""
-            yacht_figures = figures.get(yacht)
-            embedded = yacht_figures.embedded if yacht_figures else 0
-            rate = self.rates.observe(backfill.uid, embedded)
-            drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
-                else None
-            status, events = build_status(
-                backfill, verdict, yacht_figures, rate=rate, drift=drift,
-                thresholds=thresholds,
-                job_name=created.get(backfill.uid) or (verdict.job.name if verdict.job else None),
-                now=now)
-            patch = status_patch(backfill.status, status)
-            if patch is not None:
-                body = await asyncio.to_thread(
-                    self.kube.patch_status, backfill.namespace, backfill.name, patch)
-                if body is None:
-                    self.cache.backfills.pop(backfill.uid, None)
-                    continue
-                self.cache.apply_backfill("MODIFIED", body)
-                ref = {"namespace": backfill.namespace, "name": backfill.name,
-                       "uid": backfill.uid}
-                for note in events:
-                    await asyncio.to_thread(self.kube.post_event, ref, note.type, note.reason,
-                                            note.message)
-            key = (backfill.namespace, backfill.name, yacht)
+        for item in desired:
+            backfill = item.backfill
+            key = (backfill.namespace, backfill.name,
+                   backfill.spec.yacht_id if backfill.spec else "")
             present.add(key)
-            self.metrics.record(key, verdict.phase, verdict.queue_position,
-                                status.progress.percent if status.progress else 0.0)
+            progress = item.status.progress
+            self.metrics.record(key, item.verdict.phase, item.verdict.queue_position,
+                                progress.percent if progress else 0.0)
         self.metrics.forget_missing(present)
-        self.rates.forget({b.uid for b in backfills})
+        self.rates.forget({item.backfill.uid for item in desired})
         self.metrics.running_jobs.set(decision.running)
         for yacht, f in figures.items():
             self.metrics.dlq.labels(yacht).set(f.unresolved_dlq)
