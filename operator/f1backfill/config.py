@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
 
 from .errors import ConfigError
 
@@ -21,8 +21,24 @@ def _meta(env: str, doc: str, **extra: Any) -> dict:
     return {"env": env, "doc": doc, **extra}
 
 
+class _Settings:
+    """What every settings object does: read the environment, validate, redact."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Settings from `env` (default os.environ), then `overrides` (flags) win."""
+        return _from_env(cls, env, overrides)
+
+    def validate(self) -> None:
+        _check_ranges(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs: secrets reduced to whether they are set."""
+        return _redacted(self)
+
+
 @dataclass(frozen=True)
-class WorkerSettings:
+class WorkerSettings(_Settings):
     """What one embedding worker (one Job, one yacht) needs."""
 
     yacht_id: str = field(
@@ -79,13 +95,8 @@ class WorkerSettings:
     worker_name: str = field(default="", metadata=_meta(
         "WORKER_NAME", "identifies this worker's claims; default host-pid"))
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WorkerSettings:
-        """Settings from `env` (default os.environ), then `overrides` (flags) win."""
-        return _from_env(cls, env, overrides)
-
     def validate(self) -> None:
-        _check_ranges(self)
+        super().validate()
         if self.yacht_id:
             try:
                 uuid.UUID(self.yacht_id)
@@ -97,15 +108,6 @@ class WorkerSettings:
             )
         if self.provider == "openai" and not self.openai_api_key:
             raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
-
-    def with_(self, **changes: Any) -> WorkerSettings:
-        settings = replace(self, **changes)
-        settings.validate()
-        return settings
-
-    def redacted(self) -> dict[str, Any]:
-        """For logs: secrets reduced to whether they are set."""
-        return _redacted(self)
 
 
 def _parse(f, raw: str) -> Any:
@@ -129,7 +131,7 @@ def _parse(f, raw: str) -> Any:
 
 
 @dataclass(frozen=True)
-class OperatorSettings:
+class OperatorSettings(_Settings):
     """What the operator needs; one object, from the environment, validated at start."""
 
     database_url: str = field(
@@ -195,13 +197,8 @@ class OperatorSettings:
         "STANDALONE", "true: no peering (one replica, or local runs)"))
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any
-                 ) -> OperatorSettings:
-        return _from_env(cls, env, overrides)
-
     def validate(self) -> None:
-        _check_ranges(self)
+        super().validate()
         if self.default_provider not in PROVIDERS:
             raise ConfigError(f"DEFAULT_EMBEDDING_PROVIDER must be one of {PROVIDERS}, "
                               f"got {self.default_provider!r}")
@@ -209,9 +206,6 @@ class OperatorSettings:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:
             raise ConfigError("WORKER_COMMAND must not be empty")
-
-    def redacted(self) -> dict[str, Any]:
-        return _redacted(self)
 
 
 def _from_env(cls: type, env: Mapping[str, str] | None, overrides: dict[str, Any]) -> Any:
@@ -246,7 +240,7 @@ def _redacted(settings: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class FeedbackSettings:
+class FeedbackSettings(_Settings):
     """The nightly click-feedback job (the playbook's section 2)."""
 
     database_url: str = field(
@@ -268,13 +262,3 @@ class FeedbackSettings:
         hi=10_000))
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any
-                 ) -> FeedbackSettings:
-        return _from_env(cls, env, overrides)
-
-    def validate(self) -> None:
-        _check_ranges(self)
-
-    def redacted(self) -> dict[str, Any]:
-        return _redacted(self)

@@ -64,3 +64,31 @@ def test_redacted_hides_secrets():
     shown = repr(settings.redacted())
     assert "hunter2" not in shown and "sk-secret" not in shown
     assert settings.redacted()["database_url"] == "<set>"
+
+
+def test_operator_settings_read_their_environment_and_check_it():
+    from f1backfill.config import OperatorSettings
+
+    settings = OperatorSettings.from_env({
+        "WATCH_NAMESPACES": "fleet-a,fleet-b", "MAX_CONCURRENT_JOBS": "3", "STANDALONE": "yes",
+        "WORKER_COMMAND": "/opt/venv/bin/f1backfill,worker"})
+    assert settings.namespaces == ("fleet-a", "fleet-b")
+    assert settings.max_concurrent_jobs == 3
+    assert settings.standalone is True
+    assert settings.worker_command == ("/opt/venv/bin/f1backfill", "worker")
+    for env, named in (({"STANDALONE": "perhaps"}, "STANDALONE"),
+                       ({"MAX_CONCURRENT_JOBS": "0"}, "MAX_CONCURRENT_JOBS"),
+                       ({"DLQ_WARNING_THRESHOLD": "5000"}, "DLQ_CRITICAL_THRESHOLD"),
+                       ({"DEFAULT_EMBEDDING_PROVIDER": "cohere"}, "DEFAULT_EMBEDDING_PROVIDER")):
+        with pytest.raises(ConfigError, match=named):
+            OperatorSettings.from_env(env)
+
+
+def test_feedback_settings_have_the_playbook_thresholds_by_default():
+    from f1backfill.config import FeedbackSettings
+
+    settings = FeedbackSettings.from_env({})
+    assert (settings.window_days, settings.min_clicks, settings.max_avg_position,
+            settings.max_search_text) == (30, 3, 5.0, 12000)
+    with pytest.raises(ConfigError, match="FEEDBACK_MIN_CLICKS"):
+        FeedbackSettings.from_env({"FEEDBACK_MIN_CLICKS": "0"})

@@ -8,7 +8,6 @@ a restarted operator neither repeats nor forgets one.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -211,6 +210,3 @@ def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:
         return None
     return {key: value for key, value in after.items() if before.get(key) != value}
 
-
-def with_drift(status: BackfillStatus, drift: DriftStatus) -> BackfillStatus:
-    return dataclasses.replace(status, drift=drift)
