@@ -8,7 +8,9 @@
 - the sample YachtBackfills applied, embedded with the offline `hash` provider.
 
 It shows the fleet as `kubectl get yachtbackfills` would, live, until every backfill has
-Succeeded, then a summary. To run the same on a real cluster: `make kind-up`.
+Succeeded, then a summary; then one round of the click-feedback loop: clicks -> `feedback
+learn` appends the query to the clicked row -> the Continuous backfill is re-admitted ->
+re-embedded -> the row ranks higher for the query. On a real cluster: `make kind-up`.
 """
 
 from __future__ import annotations
@@ -18,20 +20,31 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
+from .config import FeedbackSettings
 from .constants import PLURAL, TIER_PRIORITY
 from .db.migrate import migrate
+from .feedback import learn, record_click, search_rank
 from .localdb import LocalPostgres
+from .querytext import normalize_query
 from .samples import load_backfill_manifests, seed_from_manifests
+from .worker.providers import HashProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "manifests" / "samples"
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
 NAMESPACE = "fleet"
+
+
+# The feedback round: this sample runs in mode Continuous, so rows the feedback job
+# re-queues bring it back without a person.
+LEARNER = "aurora-borealis"
+QUERY = "MTU filtr"
 
 
 def load_samples() -> list[dict[str, Any]]:
@@ -40,6 +53,8 @@ def load_samples() -> list[dict[str, Any]]:
         doc["metadata"]["namespace"] = NAMESPACE
         # The demo has no OpenAI key: every sample embeds offline.
         doc["spec"].setdefault("embedding", {})["provider"] = "hash"
+        if doc["metadata"]["name"] == LEARNER:
+            doc["spec"]["mode"] = "Continuous"
     return docs
 
 
@@ -125,7 +140,7 @@ def run_demo(*, timeout: float = 300.0) -> int:
             for doc in samples:
                 api.apply(doc)
             print("4/4 Applied the samples; the operator admits one Job at a time:\n")
-            return _watch(api, operator, started, timeout, conn, workdir)
+            return _watch(api, operator, started, timeout, conn, url, workdir)
         finally:
             if operator is not None:
                 operator.terminate()
@@ -141,7 +156,8 @@ def _no_fixed_port(argv: list[str], env: dict[str, str], job: dict) -> list[str]
     return argv
 
 
-def _watch(api, operator, started: float, timeout: float, conn, workdir: Path) -> int:
+def _watch(api, operator, started: float, timeout: float, conn, url: str,
+           workdir: Path) -> int:
     screen = Screen()
     deadline = time.monotonic() + timeout
     while True:
@@ -171,4 +187,40 @@ def _watch(api, operator, started: float, timeout: float, conn, workdir: Path) -
     if failed:
         print(f"Failed: {', '.join(failed)}")
         return 1
-    return 0
+    return _feedback_round(api, conn, url, deadline)
+
+
+def _feedback_round(api, conn, url: str, deadline: float) -> int:
+    """Clicks -> learned term -> re-embedded -> ranked higher, with no person involved."""
+    learner = next(b for b in api.objects(PLURAL, NAMESPACE)
+                   if b["metadata"]["name"] == LEARNER)
+    yacht = learner["spec"]["yachtId"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT object_type, object_id FROM search_index WHERE yacht_id = %s "
+                    "AND object_type = 'equipment' AND embedding_status = 'embedded' "
+                    "ORDER BY object_id LIMIT 1", (yacht,))
+        object_type, object_id = cur.fetchone()
+    query_vector = HashProvider(1536).embed([normalize_query(QUERY)]).vectors[0]
+    before = search_rank(conn, yacht, object_id, query_vector)
+    print(f"\nFeedback round on {LEARNER} (mode Continuous): three users search "
+          f"{QUERY!r} and click {object_type} {str(object_id)[:8]}, ranked {before}.")
+    for position in (4, 5, 6):
+        record_click(conn, org_id=str(uuid.uuid4()), yacht_id=yacht,
+                     user_id=str(uuid.uuid4()), query_text=QUERY, object_type=object_type,
+                     object_id=str(object_id), position=position)
+    result = learn(FeedbackSettings.from_env({}, database_url=url))
+    print(f"`f1backfill feedback learn` added {result.total_terms} term; the row is "
+          "re-queued, and the operator re-admits the backfill...")
+    while True:
+        status = next(b for b in api.objects(PLURAL, NAMESPACE)
+                      if b["metadata"]["name"] == LEARNER).get("status") or {}
+        if status.get("admissions", 0) >= 2 and status.get("phase") == "Succeeded":
+            break
+        if time.monotonic() > deadline:
+            print("The feedback round did not finish in time.")
+            return 1
+        time.sleep(0.3)
+    after = search_rank(conn, yacht, object_id, query_vector)
+    print(f"Re-embedded by Job {status['admissions']} of {LEARNER}: for {QUERY!r} the clicked "
+          f"{object_type} now ranks {after} (was {before}).")
+    return 0 if after is not None and before is not None and after < before else 1

@@ -15,3 +15,6 @@ def test_the_demo_backfills_the_sample_fleet_through_the_operator():
            "serenity-of-the-seas" in demo.stdout
     assert "4 Jobs" in demo.stdout
     assert "8 dead letters" in demo.stdout
+    # One round of the feedback loop: learned, re-admitted (Job 2), ranked higher.
+    assert "added 1 term" in demo.stdout
+    assert "Re-embedded by Job 2 of aurora-borealis" in demo.stdout

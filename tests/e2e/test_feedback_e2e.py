@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import uuid
 
-import numpy as np
-
 from f1backfill.config import FeedbackSettings
-from f1backfill.feedback import learn, record_click
+from f1backfill.feedback import learn, record_click, search_rank
 from f1backfill.worker.providers import HashProvider
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.stack import backfill
@@ -20,14 +18,8 @@ from tests.support.waiting import wait_for
 
 
 def rank_of(db, yacht, object_id, query: str) -> int:
-    """Where `object_id` ranks for `query` by cosine distance (1 = first)."""
-    vector = HashProvider(1536).embed([query]).vectors[0]
-    literal = "[" + ",".join(map(repr, np.asarray(vector, dtype=float).tolist())) + "]"
-    with db.cursor() as cur:
-        cur.execute("SELECT object_id FROM search_index WHERE yacht_id = %s "
-                    "ORDER BY embedding <=> %s::vector, object_id", (yacht.id, literal))
-        order = [row[0] for row in cur.fetchall()]
-    return order.index(object_id) + 1
+    """Where `object_id` ranks for `query`, embedded as the workers embed (hash provider)."""
+    return search_rank(db, str(yacht.id), object_id, HashProvider(1536).embed([query]).vectors[0])
 
 
 def test_clicks_teach_a_continuous_backfill_and_the_clicked_object_ranks_higher(stack,

@@ -62,9 +62,16 @@ class Handler:
         self.store = store
         self.bookmark_interval = bookmark_interval
         self.server_address = ""
+        # (bearer token, method, path?query) of every request once `KubeAPI.record_requests`
+        # is called: what one client did, for the chart's RBAC test. Off by default.
+        self.request_log: list[tuple[str, str, str]] | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.store.request_counts[request.method] += 1
+        if self.request_log is not None:
+            auth = request.headers.get("Authorization", "")
+            token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+            self.request_log.append((token, request.method, request.path_qs))
         try:
             return await self._route(request)
         except ApiError as error:
@@ -805,6 +812,20 @@ class KubeAPI:
 
     def request_counts(self) -> dict[str, int]:
         return self._call(lambda: dict(self.store.request_counts))
+
+    def record_requests(self) -> None:
+        """Keep every request from now on (see `requests`); the emulator checks no token."""
+
+        def run() -> None:
+            self._handler.request_log = []
+
+        self._call(run)
+
+    def requests(self, token: str | None = None) -> list[tuple[str, str, str]]:
+        """(token, method, path?query) of the requests since `record_requests`, in order;
+        only those that carried `Authorization: Bearer <token>` when a token is given."""
+        return self._call(lambda: [entry for entry in self._handler.request_log or []
+                                   if token is None or entry[0] == token])
 
     def _resource_of(self, obj: dict[str, Any]) -> ResourceDef:
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
