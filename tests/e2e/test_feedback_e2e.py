@@ -78,16 +78,17 @@ def test_the_replay_annotation_replays_dead_letters_once_per_value(stack, stack_
     growing = next(c for c in stack.status("replayer")["conditions"]
                    if c["type"] == "DLQGrowing")
     assert growing["status"] == "False"
+    wait_for(lambda: "DLQRecovered" in [e["reason"] for e in stack.events("replayer")],
+             timeout=10)
     reasons = [e["reason"] for e in stack.events("replayer")]
     assert reasons.count("DeadLettersReplayed") == 1
-    assert "DLQRecovered" in reasons
 
     # The same value again: nothing happens. A new value: acted on (nothing left).
     stack.api.patch("yachtbackfills", "replayer", {"metadata": {"labels": {"touch": "1"}}},
                     namespace="fleet")
     stack.api.patch("yachtbackfills", "replayer", {"metadata": {"annotations": {
         "f1cortex.io/replay-dead-letters": "fix-2"}}}, namespace="fleet")
-    wait_for(lambda: stack.status("replayer")["dlq"].get("replayed") == "fix-2", timeout=20)
-    reasons = [e["reason"] for e in stack.events("replayer")]
-    assert reasons.count("DeadLettersReplayed") == 2
+    wait_for(lambda: [e["reason"] for e in stack.events("replayer")].count(
+        "DeadLettersReplayed") == 2, timeout=20)
+    assert stack.status("replayer")["dlq"]["replayed"] == "fix-2"
     assert stack.status("replayer")["admissions"] == 2  # nothing to re-embed, no new Job

@@ -90,8 +90,9 @@ def test_fleet_is_admitted_one_job_at_a_time_in_priority_order(stack, stack_db):
         assert status_counts(stack_db, yacht.id) == {"embedded": fleet[name][1]}
         complete = next(c for c in status["conditions"] if c["type"] == "Complete")
         assert complete["status"] == "True"
-        reasons = [e["reason"] for e in stack.events(name)]
-        assert reasons.count("Admitted") == 1 and reasons.count("Completed") == 1
+        wait_for(lambda n=name: sorted(e["reason"] for e in stack.events(n)) ==
+                 ["Admitted", "Completed"], timeout=10,
+                 message=lambda n=name: f"{[e['reason'] for e in stack.events(n)]}")
 
 
 def slow_fleet(stack, stack_db, sizes: dict[str, int], priorities: dict[str, int] | None = None):
@@ -173,8 +174,8 @@ def test_suspend_stops_the_running_job_and_releases_its_rows(stack, stack_db):
                     namespace="fleet")
     wait_for(lambda: stack.phases().get("pausable") == "Succeeded", timeout=60)
     assert status_counts(stack_db, yachts["pausable"].id) == {"embedded": 60}
-    reasons = [e["reason"] for e in stack.events("pausable")]
-    assert "Suspended" in reasons and "Resumed" in reasons
+    wait_for(lambda: {"Suspended", "Resumed"} <= {e["reason"] for e in stack.events("pausable")},
+             timeout=10)
 
 
 def test_dead_letters_past_the_threshold_raise_dlq_growing_and_an_event(stack, stack_db):
@@ -191,7 +192,8 @@ def test_dead_letters_past_the_threshold_raise_dlq_growing_and_an_event(stack, s
     assert status["dlq"]["unresolved"] == 6
     growing = next(c for c in status["conditions"] if c["type"] == "DLQGrowing")
     assert (growing["status"], growing["reason"]) == ("True", "AboveWarning")
-    warnings = [e for e in stack.events("leaky") if e["reason"] == "DLQGrowing"]
+    warnings = wait_for(lambda: [e for e in stack.events("leaky")
+                                 if e["reason"] == "DLQGrowing"], timeout=10)
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
 
 
@@ -285,3 +287,33 @@ def test_skipped_object_types_do_not_keep_a_once_backfill_running(stack, stack_d
     assert len(stack.jobs()) == 1
     assert stack.phases()["skipper"] == "Succeeded"
     assert status_counts(stack_db, yacht.id) == {"embedded": 10, "pending": 10}
+
+
+def test_a_failing_job_is_retried_then_the_backfill_fails_until_its_spec_changes(stack,
+                                                                                  stack_db):
+    yacht = add_yacht(stack_db, "Unlucky", "standard")
+    add_rows(stack_db, yacht.id, 10)
+    stack.fake.api_key = "sk-not-what-the-secret-holds"  # every worker exits 2 (auth)
+    stack.apply(backfill("unlucky", yacht.id, batchSleepSeconds=0))
+    stack.start_runner()
+    stack.start_operator(JOB_BACKOFF_LIMIT="0", JOB_RETRIES="1")
+    wait_for(lambda: stack.phases().get("unlucky") == "Failed", timeout=60,
+             message=lambda: f"{stack.status('unlucky')}")
+    status = stack.status("unlucky")
+    assert (status["admissions"], status["failedJobs"]) == (2, 2)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "BackoffLimitExceeded")
+    # The Events follow the status write that made them.
+    wait_for(lambda: [e["reason"] for e in stack.events("unlucky")].count(
+        "BackoffLimitExceeded") == 1, timeout=10)
+    assert [e["reason"] for e in stack.events("unlucky")].count("Retrying") == 1
+    assert status_counts(stack_db, yacht.id) == {"queued": 10}  # nothing charged, nothing lost
+    time.sleep(1.5)
+    assert stack.status("unlucky")["admissions"] == 2  # Failed stays failed
+
+    stack.fake.api_key = None  # the key is fixed; a spec change asks for a new start
+    stack.api.patch("yachtbackfills", "unlucky", {"spec": {"batchSize": 50}},
+                    namespace="fleet")
+    wait_for(lambda: stack.phases().get("unlucky") == "Succeeded", timeout=60)
+    assert status_counts(stack_db, yacht.id) == {"embedded": 10}
+    assert stack.status("unlucky")["failedJobs"] == 0

@@ -143,6 +143,13 @@ def build_status(
               "Suspended" if phase is Phase.SUSPENDED else "NotSuspended",
               verdict.message if phase is Phase.SUSPENDED else "")
     events += _phase_events(old.phase, verdict, job_name)
+    if verdict.failed_jobs > (old.failed_jobs or 0) and phase is not Phase.FAILED \
+            and verdict.job is not None:
+        # Counted now and retried (possibly admitted in the same decision): say so once.
+        job = verdict.job
+        events.append(EventNote(WARNING, "Retrying",
+                                f"Job {job.name} failed ({job.reason or 'JobFailed'}: "
+                                f"{job.message or 'no message'}); retry {verdict.failed_jobs}"))
 
     unresolved = figures.unresolved_dlq
     level = ("Critical" if unresolved >= thresholds.dlq_critical
@@ -193,8 +200,6 @@ def _phase_events(old: Phase | None, verdict: Verdict, job_name: str | None) -> 
         events.append(EventNote(WARNING, verdict.reason or "Failed", verdict.message))
     elif new is Phase.SUSPENDED:
         events.append(EventNote(NORMAL, "Suspended", "suspended; its Job is stopped"))
-    elif new is Phase.QUEUED and verdict.reason == "Retrying":
-        events.append(EventNote(WARNING, "Retrying", verdict.message))
     return events
 
 
