@@ -317,3 +317,28 @@ def test_a_failing_job_is_retried_then_the_backfill_fails_until_its_spec_changes
     wait_for(lambda: stack.phases().get("unlucky") == "Succeeded", timeout=60)
     assert status_counts(stack_db, yacht.id) == {"embedded": 10}
     assert stack.status("unlucky")["failedJobs"] == 0
+
+
+def test_secrets_never_reach_crs_jobs_events_or_logs(stack, stack_db):
+    password = "s3cr3t-pw-4e1f"  # trust auth ignores it, so it only has to be carried
+    stack.database_url = stack.database_url.replace("postgres@", f"postgres:{password}@")
+    stack.apply({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "f1backfill-database", "namespace": "fleet"},
+                 "stringData": {"DATABASE_URL": stack.database_url}})
+    yacht = add_yacht(stack_db, "Discreet", "premium")
+    add_rows(stack_db, yacht.id, 12, texts=[f"row {n}" for n in range(11)] + ["POISON row"])
+    stack.fake.poison("POISON")  # a dead letter: its error text goes to an Event path too
+    stack.apply(backfill("discreet", yacht.id, batchSleepSeconds=0))
+    stack.start_runner()
+    stack.start_operator(LOG_LEVEL="DEBUG")
+    wait_for(lambda: stack.phases().get("discreet") == "Succeeded", timeout=60)
+    visible = json.dumps([stack.backfills(), stack.jobs(), stack.events()])
+    logs = stack.operator_output() + "".join(
+        path.read_text() for path in (stack.workdir / "jobs").glob("*.log"))
+    for secret in (password, "sk-e2e"):
+        assert secret not in visible
+        assert secret not in logs
+    job = stack.jobs()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert all("value" not in e for e in job["env"]
+               if e["name"] in ("DATABASE_URL", "OPENAI_API_KEY"))
+    assert password not in " ".join(job["command"] + job.get("args", []))
