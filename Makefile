@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e lint bench clean
+.PHONY: demo test unit integration e2e lint bench clean manifests
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,59 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Regenerate the chart's CRD copies and manifests/ from crds/ and the chart (tests fail on
+# drift; `scripts/sync_chart.py --check` compares without writing).
+manifests: $(STAMP)
+	$(BIN)/python scripts/sync_chart.py
+
 bench: $(STAMP)
-	$(BIN)/python bench/worker_throughput.py
-	$(BIN)/python bench/claim_cost.py
+	PYTHONPATH=. $(BIN)/python bench/worker_throughput.py
+	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
+	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- The image and a local kind cluster --------------------------------------------------
+# These need Docker, kind, kubectl and helm on PATH (not the .venv); see docs/RUNBOOK.md.
+# `make kind-up` is idempotent: it reuses the cluster, rebuilds and reloads the image and
+# upgrades the release.
+DOCKER ?= docker
+KIND ?= kind
+KUBECTL ?= kubectl
+HELM ?= helm
+IMAGE_REPOSITORY ?= f1backfill
+IMAGE_TAG ?= dev
+IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+KIND_CLUSTER ?= f1backfill
+# kind names the kubeconfig context after the cluster; every command names it, so an
+# install never lands on whatever cluster the current context happens to point at.
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+RELEASE ?= f1backfill
+RELEASE_NAMESPACE ?= f1backfill-system
+HELM_TIMEOUT ?= 10m
+
+.PHONY: image kind-up kind-down
+
+image:
+	$(DOCKER) build -t $(IMAGE) .
+
+kind-up: image
+	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then \
+		echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml; \
+	fi
+	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	$(HELM) upgrade --install $(RELEASE) charts/f1backfill --kube-context $(KIND_CONTEXT) \
+		--namespace $(RELEASE_NAMESPACE) --create-namespace \
+		--set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
+		--set postgresql.enabled=true --set demo.seed=true --wait --timeout $(HELM_TIMEOUT)
+	$(KUBECTL) --context $(KIND_CONTEXT) apply -n $(RELEASE_NAMESPACE) -f manifests/samples/
+	@echo
+	@echo "Watch the fleet:   $(KUBECTL) --context $(KIND_CONTEXT) get yb -n $(RELEASE_NAMESPACE) -w"
+	@echo "One yacht's story: $(KUBECTL) --context $(KIND_CONTEXT) describe yb -n $(RELEASE_NAMESPACE) NAME"
+	@echo "Runbook:           docs/RUNBOOK.md;  tear down with: make kind-down"
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the reconciler makes, on the official client.
 
 Each method is blocking; the reconciler runs them in a thread. The RBAC role in the chart
-grants exactly these verbs (tests/unit/test_rbac.py derives them from this module).
+grants exactly these verbs: tests/integration/test_rbac.py records the calls the running
+operator makes (these and kopf's own) and compares them with the chart's role.
 """
 
 from __future__ import annotations

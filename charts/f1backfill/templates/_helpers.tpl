@@ -1,0 +1,156 @@
+{{/*
+Names, labels and the few values derived from several others. Everything a template needs
+twice lives here, so the Deployment, the hook Jobs and the RBAC agree.
+*/}}
+
+{{- define "f1backfill.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's objects are called this (63 characters at most: a DNS label). */}}
+{{- define "f1backfill.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "f1backfill.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels. Deliberately not `app.kubernetes.io/managed-by: f1backfill-operator`: that
+label marks the embedding Jobs the operator owns, and the chart's own Jobs (migrations,
+seed, feedback) must never look like them.
+*/}}
+{{- define "f1backfill.labels" -}}
+helm.sh/chart: {{ include "f1backfill.chart" . }}
+{{ include "f1backfill.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: f1backfill
+{{- end }}
+
+{{- define "f1backfill.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "f1backfill.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "f1backfill.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "f1backfill.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* One image for the operator, its worker Jobs and the hook Jobs. */}}
+{{- define "f1backfill.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The Secret holding DATABASE_URL: the chart's own with the in-chart Postgres. */}}
+{{- define "f1backfill.databaseSecretName" -}}
+{{- if .Values.postgresql.enabled }}
+{{- printf "%s-database" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- .Values.database.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "f1backfill.databaseSecretKey" -}}
+{{- if .Values.postgresql.enabled }}DATABASE_URL{{ else }}{{ .Values.database.key }}{{ end }}
+{{- end }}
+
+{{- define "f1backfill.postgresqlName" -}}
+{{- printf "%s-postgresql" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Namespaces where worker Jobs run and so need the database Secret: the release's, the
+watched ones and any listed in database.workerSecretNamespaces. A JSON list (fromJsonArray).
+*/}}
+{{- define "f1backfill.workerNamespaces" -}}
+{{- $namespaces := list .Release.Namespace }}
+{{- $namespaces = concat $namespaces .Values.watchNamespaces .Values.database.workerSecretNamespaces }}
+{{- $namespaces | uniq | toJson }}
+{{- end }}
+
+{{/* The restricted Pod Security profile, pod level: uid 10001 is the image's user. */}}
+{{- define "f1backfill.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The restricted Pod Security profile, container level, plus a read-only root. */}}
+{{- define "f1backfill.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+{{- end }}
+
+{{/* DATABASE_URL for the chart's own containers (operator, hook Jobs, CronJob). */}}
+{{- define "f1backfill.databaseEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "f1backfill.databaseSecretName" . }}
+      key: {{ include "f1backfill.databaseSecretKey" . }}
+{{- end }}
+
+{{/*
+Waits until the in-chart Postgres accepts connections: a hook Job that starts while the
+StatefulSet is still initialising its data directory would otherwise spend its retries.
+*/}}
+{{- define "f1backfill.waitForPostgres" -}}
+- name: wait-for-postgres
+  image: "{{ .Values.postgresql.image.repository }}:{{ .Values.postgresql.image.tag }}"
+  imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
+  command:
+    - sh
+    - -c
+    - until pg_isready -q -h "$PGHOST" -p 5432; do echo "waiting for $PGHOST"; sleep 2; done
+  env:
+    - name: PGHOST
+      value: {{ include "f1backfill.postgresqlName" . }}
+    # libpq would look the user up by uid (10001 is not in the image's /etc/passwd).
+    - name: PGUSER
+      value: {{ .Values.postgresql.auth.username | quote }}
+    - name: PGDATABASE
+      value: {{ .Values.postgresql.auth.database | quote }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      cpu: 100m
+      memory: 32Mi
+  securityContext:
+    {{- include "f1backfill.containerSecurityContext" . | nindent 4 }}
+{{- end }}
+
+{{/*
+Checks JSON schema cannot express (it does not compare two values). `fail` names the keys.
+*/}}
+{{- define "f1backfill.validate" -}}
+{{- if lt (int .Values.dlq.criticalThreshold) (int .Values.dlq.warningThreshold) }}
+{{- fail (printf "dlq.criticalThreshold (%v) must not be below dlq.warningThreshold (%v)" .Values.dlq.criticalThreshold .Values.dlq.warningThreshold) }}
+{{- end }}
+{{- if eq (int .Values.operator.healthPort) (int .Values.operator.metricsPort) }}
+{{- fail (printf "operator.healthPort and operator.metricsPort must differ (both %v)" .Values.operator.healthPort) }}
+{{- end }}
+{{- end }}
