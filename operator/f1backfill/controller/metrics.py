@@ -19,7 +19,7 @@ class OperatorMetrics:
             "f1_operator_admissions_total", "Jobs the operator created", ["namespace"],
             registry=r)
         self.phase = Gauge(
-            "f1_backfill_phase", "1 for the phase each backfill is in",
+            "f1_backfill_phase", "1, labelled with the phase each backfill is in",
             ["namespace", "name", "yacht_id", "phase"], registry=r)
         self.queue_position = Gauge(
             "f1_backfill_queue_position", "Position in the admission queue (0 = not waiting)",
@@ -51,24 +51,26 @@ class OperatorMetrics:
             "f1_operator_tick_seconds",
             "Time of one reconciliation tick: database reads, decision, API writes",
             buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registry=r)
-        self._labelled: set[tuple[str, str, str]] = set()
+        self._phases: dict[tuple[str, str, str], Phase] = {}
 
     def record(self, key: tuple[str, str, str], phase: Phase, position: int | None,
                percent: float) -> None:
+        """One series per backfill for its current phase (value 1), not one per phase:
+        with thousands of backfills, seven series each is most of the operator's memory."""
         namespace, name, yacht = key
-        for candidate in Phase:
-            self.phase.labels(namespace, name, yacht, candidate.value).set(
-                1 if candidate is phase else 0)
+        previous = self._phases.get(key)
+        if previous is not phase:
+            if previous is not None:
+                self.phase.remove(namespace, name, yacht, previous.value)
+            self.phase.labels(namespace, name, yacht, phase.value).set(1)
+            self._phases[key] = phase
         self.queue_position.labels(namespace, name, yacht).set(position or 0)
         self.progress.labels(namespace, name, yacht).set(percent)
-        self._labelled.add(key)
 
     def forget_missing(self, present: set[tuple[str, str, str]]) -> None:
         """Drop the series of deleted backfills, so dashboards do not show ghosts."""
-        for key in self._labelled - present:
+        for key in set(self._phases) - present:
             namespace, name, yacht = key
-            for candidate in Phase:
-                self.phase.remove(namespace, name, yacht, candidate.value)
+            self.phase.remove(namespace, name, yacht, self._phases.pop(key).value)
             self.queue_position.remove(namespace, name, yacht)
             self.progress.remove(namespace, name, yacht)
-        self._labelled &= present
