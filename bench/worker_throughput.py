@@ -43,7 +43,6 @@ if str(ROOT) not in sys.path:  # `tests.support` lives at the repository root
 import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 
-from f1backfill.builders.job import WORKER_MALLOC_ARENA_MAX  # noqa: E402
 from f1backfill.db.migrate import migrate  # noqa: E402
 from f1backfill.localdb import LocalPostgres  # noqa: E402
 from f1backfill.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
@@ -164,8 +163,6 @@ def start_worker(scenario: Scenario, database_url: str, yacht_id: str, base_url:
         # lanes (see docs/benchmarks.md).
         "BATCH_SLEEP_SEC": str(args.batch_sleep),
         "MAX_IN_FLIGHT": str(args.max_in_flight), "PROMETHEUS_PORT": "0", "LOG_LEVEL": "INFO",
-        # As the operator's Jobs run it (builders/job.py).
-        "MALLOC_ARENA_MAX": WORKER_MALLOC_ARENA_MAX,
     }
     with open(log_path, "ab") as output:
         return subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=output,

@@ -56,6 +56,7 @@ class ObservedBackfill:
     spec_error: str = ""
     deleting: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str = ""  # changes with every write: what was observed, exactly
 
     @property
     def key(self) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from `kubectl apply`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -377,7 +378,12 @@ class FieldReader:
         self.kwargs[name] = parse(value, path)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any, prune_none: bool) -> Any:
+    if type(value) in _SCALARS:  # exact types: a StrEnum is a str too, handled below
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_camel_dict(value, prune_none=prune_none)
     if isinstance(value, StrEnum):
@@ -396,9 +402,16 @@ def to_camel_dict(model: Any, *, prune_none: bool = True) -> dict[str, Any]:
     as null, which in a merge patch removes the field from the object.
     """
     result: dict[str, Any] = {}
-    for field in dataclasses.fields(model):
-        value = getattr(model, field.name)
+    for name, camel in _camel_fields(type(model)):
+        value = getattr(model, name)
         if value is None and prune_none:
             continue
-        result[to_camel(field.name)] = _plain(value, prune_none)
+        result[camel] = _plain(value, prune_none)
     return result
+
+
+@functools.cache
+def _camel_fields(cls: type) -> tuple[tuple[str, str], ...]:
+    """(field, camelCase name) of a model class, computed once: the operator turns
+    thousands of statuses into JSON per tick."""
+    return tuple((f.name, to_camel(f.name)) for f in dataclasses.fields(cls))

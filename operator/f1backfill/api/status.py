@@ -7,6 +7,7 @@ The operator builds a `BackfillStatus` and patches `status.to_dict()` into the C
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -196,17 +197,28 @@ class BackfillStatus:
         return next((c for c in self.conditions if c.type == type_), None)
 
     def with_condition(self, new: Condition) -> BackfillStatus:
-        """This status with `new` replacing the condition of its type.
+        """This status with `new` replacing the condition of its type."""
+        return self.with_conditions([new])
 
-        As the Kubernetes convention asks, `lastTransitionTime` only moves when the
+    def with_conditions(self, news: Iterable[Condition]) -> BackfillStatus:
+        """This status with each of `news` replacing the condition of its type.
+
+        As the Kubernetes convention asks, `lastTransitionTime` only moves when a
         condition's status changes; a new reason or message alone keeps the old time.
+        The order stays stable (new types are appended), so repeated patches do not
+        shuffle the list.
         """
-        old = self.condition(new.type)
-        if old is not None and old.status == new.status:
-            new = dataclasses.replace(new, last_transition_time=old.last_transition_time)
-        others = tuple(c for c in self.conditions if c.type != new.type)
-        if old is None:
-            return dataclasses.replace(self, conditions=(*others, new))
-        # Keep the order stable so repeated patches do not shuffle the list.
-        conditions = tuple(new if c.type == new.type else c for c in self.conditions)
-        return dataclasses.replace(self, conditions=conditions)
+        by_type = {c.type: c for c in news}
+        conditions = []
+        for old in self.conditions:
+            new = by_type.pop(old.type, None)
+            if new is None:
+                conditions.append(old)
+            elif old.status == new.status and new.last_transition_time != \
+                    old.last_transition_time:
+                conditions.append(dataclasses.replace(
+                    new, last_transition_time=old.last_transition_time))
+            else:
+                conditions.append(new)
+        conditions.extend(by_type.values())
+        return dataclasses.replace(self, conditions=tuple(conditions))

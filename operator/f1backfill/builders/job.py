@@ -20,7 +20,6 @@ from ..constants import (
 LABEL_ADMISSION = f"{GROUP}/admission"
 ANNOTATION_BACKFILL_UID = f"{GROUP}/backfill-uid"
 WORKER_PORT = 8080
-WORKER_MALLOC_ARENA_MAX = "2"
 
 
 def rate_share(backfill: ObservedBackfill, settings: OperatorSettings) -> tuple[int, int]:
@@ -73,9 +72,6 @@ def build_job(backfill: ObservedBackfill, admission: int,
         {"name": "PROMETHEUS_PORT", "value": str(WORKER_PORT)},
         {"name": "LOG_LEVEL", "value": settings.worker_log_level},
         {"name": "WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        # glibc gives each thread (lane) its own malloc arena; two keep the peak RSS of a
-        # batch of 24,000-character texts lower (docs/benchmarks.md).
-        {"name": "MALLOC_ARENA_MAX", "value": WORKER_MALLOC_ARENA_MAX},
         # Credentials by reference only: never in the CR, the Job's command line or logs.
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {
             "name": settings.database_secret_name, "key": settings.database_secret_key}}},

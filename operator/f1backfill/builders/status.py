@@ -9,7 +9,7 @@ a restarted operator neither repeats nor forgets one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..admission import ObservedBackfill, Verdict
 from ..api import (
@@ -118,15 +118,16 @@ def build_status(
         dlq=DlqStatus(unresolved=figures.unresolved_dlq,
                       replayed=old.dlq.replayed if old.dlq else None,
                       abandoned=old.dlq.abandoned if old.dlq else None),
-        drift=drift or old.drift,
+        drift=_drift(old.drift, drift, now),
         observed_generation=backfill.generation,
         conditions=old.conditions,
     )
 
+    conditions: list[Condition] = []  # applied at once below: one copy of the status
+
     def condition(type_: ConditionType, true: bool, reason: str, message: str) -> None:
-        nonlocal status
-        status = status.with_condition(Condition(
-            type=str(type_), status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
+        conditions.append(Condition(
+            type=type_.value, status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
             reason=reason, message=message[:1000], last_transition_time=now,
             observed_generation=backfill.generation))
 
@@ -180,7 +181,22 @@ def build_status(
             events.append(EventNote(WARNING, "Drift",
                                     f"{stale} search_index rows are older than their source "
                                     "records plus the tolerance"))
-    return status, events
+    return status.with_conditions(conditions), events
+
+
+# A drift check every minute must not rewrite every status: the check time is written when
+# the count changes, and otherwise only this often (the operator's f1_drift_stale_rows
+# metric is current at every check).
+DRIFT_STAMP_REFRESH = timedelta(minutes=15)
+
+
+def _drift(old: DriftStatus | None, new: DriftStatus | None, now: datetime
+           ) -> DriftStatus | None:
+    if new is None or old is None or old.stale_rows != new.stale_rows:
+        return new or old
+    if old.last_checked_at is None or now - old.last_checked_at >= DRIFT_STAMP_REFRESH:
+        return new
+    return old
 
 
 def _phase_events(old: Phase | None, verdict: Verdict, job_name: str | None) -> list[EventNote]:
@@ -209,6 +225,8 @@ def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:
     Unset fields are written as null so that a merge patch removes them (a queue position
     disappears once admitted).
     """
+    if old == new:
+        return None
     before = old.to_dict(prune_none=False)
     after = new.to_dict(prune_none=False)
     if before == after:

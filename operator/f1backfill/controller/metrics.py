@@ -6,6 +6,8 @@ which Prometheus cannot evaluate; the operator counts once per tick and exports 
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..api import Phase
@@ -22,7 +24,7 @@ class OperatorMetrics:
             "f1_backfill_phase", "1, labelled with the phase each backfill is in",
             ["namespace", "name", "yacht_id", "phase"], registry=r)
         self.queue_position = Gauge(
-            "f1_backfill_queue_position", "Position in the admission queue (0 = not waiting)",
+            "f1_backfill_queue_position", "Position in the admission queue (absent: not waiting)",
             ["namespace", "name", "yacht_id"], registry=r)
         self.progress = Gauge(
             "f1_backfill_progress_percent", "Percent of the yacht's rows embedded",
@@ -64,7 +66,11 @@ class OperatorMetrics:
                 self.phase.remove(namespace, name, yacht, previous.value)
             self.phase.labels(namespace, name, yacht, phase.value).set(1)
             self._phases[key] = phase
-        self.queue_position.labels(namespace, name, yacht).set(position or 0)
+        # Sparse: a series only while waiting; absent reads as "not in the queue".
+        if position:
+            self.queue_position.labels(namespace, name, yacht).set(position)
+        else:
+            self._remove(self.queue_position, namespace, name, yacht)
         self.progress.labels(namespace, name, yacht).set(percent)
 
     def forget_missing(self, present: set[tuple[str, str, str]]) -> None:
@@ -72,5 +78,19 @@ class OperatorMetrics:
         for key in set(self._phases) - present:
             namespace, name, yacht = key
             self.phase.remove(namespace, name, yacht, self._phases.pop(key).value)
-            self.queue_position.remove(namespace, name, yacht)
-            self.progress.remove(namespace, name, yacht)
+            self._remove(self.queue_position, namespace, name, yacht)
+            self._remove(self.progress, namespace, name, yacht)
+
+    def set_sparse(self, gauge: Gauge, value: float, *labels: str) -> None:
+        """Per-yacht gauges that are zero for most of a large fleet (dead letters, drift,
+        queue depth) exist only while non-zero: an absent series reads as zero in the alert
+        rules, and 10,000 yachts do not cost 10,000 series each."""
+        if value:
+            gauge.labels(*labels).set(value)
+        else:
+            self._remove(gauge, *labels)
+
+    @staticmethod
+    def _remove(gauge: Gauge, *labels: str) -> None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)

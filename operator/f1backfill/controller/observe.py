@@ -44,6 +44,7 @@ def observe_backfill(body: Mapping[str, Any]) -> ObservedBackfill:
         spec_error=error,
         deleting=bool(meta.get("deletionTimestamp")),
         annotations=dict(meta.get("annotations") or {}),
+        resource_version=str(meta.get("resourceVersion") or ""),
     )
 
 

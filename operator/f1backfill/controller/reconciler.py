@@ -14,6 +14,9 @@ both admit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import time
 from collections import deque
@@ -26,6 +29,7 @@ from ..admission import Decision, ObservedBackfill, ObservedJob, Verdict, decide
 from ..api import BackfillStatus, DriftStatus, Phase, job_name
 from ..builders.job import build_job
 from ..builders.status import (
+    DRIFT_STAMP_REFRESH,
     EventNote,
     Thresholds,
     YachtFigures,
@@ -45,6 +49,15 @@ RATE_WINDOW_SECONDS = 300.0
 
 
 STATUS_WRITERS = 8
+# A tick that wrote this many statuses (the first one of a large fleet) leaves megabytes of
+# freed response bodies behind; hand them back to the system rather than keep the peak.
+RELEASE_AFTER_WRITES = 500
+
+
+def release_memory() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,15 @@ class RateTracker:
             del self._samples[uid]
 
 
+def drift_inputs(old: DriftStatus | None, new: DriftStatus | None, now: datetime) -> tuple:
+    """What of a drift check can change a status: the count, and whether the check time is
+    due to be written again (see builders.status.DRIFT_STAMP_REFRESH)."""
+    if new is None:
+        return (None, False)
+    stamp = old.last_checked_at if old is not None else None
+    return (new.stale_rows, stamp is None or now - stamp >= DRIFT_STAMP_REFRESH)
+
+
 def skipped_types(backfills: list[ObservedBackfill]) -> dict[str, frozenset[str]]:
     """Each yacht's object types left alone: those every backfill of the yacht skips."""
     skipped: dict[str, frozenset[str]] = {}
@@ -174,6 +196,8 @@ class Reconciler:
         self.drift: dict[str, DriftStatus] = {}  # by yacht id
         self._drift_due = 0.0
         self._wake = asyncio.Event()
+        # Per backfill: the inputs of a status that needed no write, to skip rebuilding it.
+        self._last_inputs: dict[str, tuple] = {}
         self.active = False
         self.last_tick: float | None = None
         self.ticks = 0
@@ -243,6 +267,8 @@ class Reconciler:
         self.metrics.decision_seconds.observe(time.monotonic() - deciding)
         await self._act(decision, desired)
         self._export(decision, desired, figures)
+        if sum(item.patch is not None for item in desired) >= RELEASE_AFTER_WRITES:
+            release_memory()
         self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.last_tick = time.monotonic()
         self.ticks += 1
@@ -258,6 +284,7 @@ class Reconciler:
                                            admission)
                     for backfill, admission in decision.admit}
         desired = []
+        previous, self._last_inputs = self._last_inputs, {}
         for backfill in backfills:
             verdict = decision.verdicts.get(backfill.uid)
             if verdict is None:
@@ -268,14 +295,30 @@ class Reconciler:
                                       yacht_figures.embedded if yacht_figures else 0)
             drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
                 else None
+            running = verdict.phase in (Phase.ADMITTED, Phase.RUNNING)
+            # Same object, same verdict, same figures as last tick: same status, nothing to
+            # write. Most of a large fleet waits unchanged; building its statuses again was
+            # most of a tick's time.
+            inputs = (backfill.resource_version, verdict, yacht_figures,
+                      drift_inputs(backfill.status.drift, drift, now),
+                      round(rate, 1) if running and rate is not None else None)
+            if backfill.resource_version and previous.get(backfill.uid) == inputs:
+                # Last time the status built from these inputs needed no write: it is the
+                # status the cluster holds.
+                self._last_inputs[backfill.uid] = inputs
+                desired.append(Desired(backfill, verdict, backfill.status, [], None))
+                continue
             status, events = build_status(
                 backfill, verdict, yacht_figures, rate=rate, drift=drift,
                 thresholds=thresholds,
                 job_name=admitted.get(backfill.uid) or (verdict.job.name if verdict.job
                                                         else None),
                 now=now)
-            desired.append(Desired(backfill, verdict, status, events,
-                                   status_patch(backfill.status, status)))
+            item = Desired(backfill, verdict, status, events,
+                           status_patch(backfill.status, status))
+            desired.append(item)
+            if item.patch is None:
+                self._last_inputs[backfill.uid] = inputs
         return desired
 
     async def _act(self, decision: Decision, desired: list[Desired]) -> None:
@@ -335,12 +378,13 @@ class Reconciler:
         self.metrics.forget_missing(present)
         self.rates.forget({item.backfill.uid for item in desired})
         self.metrics.running_jobs.set(decision.running)
+        m = self.metrics
         for yacht, f in figures.items():
-            self.metrics.dlq.labels(yacht).set(f.unresolved_dlq)
-            self.metrics.queue_depth.labels(yacht, "queued").set(f.queued + f.pending)
-            self.metrics.queue_depth.labels(yacht, "processing").set(f.processing)
+            m.set_sparse(m.dlq, f.unresolved_dlq, yacht)
+            m.set_sparse(m.queue_depth, f.queued + f.pending, yacht, "queued")
+            m.set_sparse(m.queue_depth, f.processing, yacht, "processing")
         for yacht, d in self.drift.items():
-            self.metrics.drift.labels(yacht).set(d.stale_rows)
+            m.set_sparse(m.drift, d.stale_rows, yacht)
 
     async def _dead_letter_requests(self, backfills: list[ObservedBackfill]) -> None:
         """Replay or abandon a yacht's dead letters once per new annotation value.
