@@ -32,6 +32,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from f1backfill.api.fields import json_type
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "yachtbackfill.yaml"
 PEERING_CRD_PATH = REPO_ROOT / "crds" / "kopf-peering.yaml"
@@ -253,20 +255,6 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _message(error: jsonschema.ValidationError) -> list[str]:
@@ -281,12 +269,12 @@ def _message(error: jsonschema.ValidationError) -> list[str]:
         return [f"{join(path, key)}: Required value" for key in rule if key not in value]
     if kind == "type":
         expected = rule if isinstance(rule, str) else ",".join(rule)
-        got = _json_type(value)
+        got = json_type(value)
         return [
             f'{path}: Invalid value: "{got}": {path} in body must be of type {expected}: "{got}"'
         ]
     if kind == "anyOf" and rule == _INT_OR_STRING_ANY_OF:
-        got = _json_type(value)
+        got = json_type(value)
         return [
             f'{path}: Invalid value: "{got}": {path} in body must be of type integer or string: '
             f'"{got}"'
@@ -367,7 +355,7 @@ def _transition_errors(schema: dict[str, Any], new: Any, old: Any, path: str = "
         # Transition rules only run on update, when the field existed before.
         if old is not _MISSING and new is not _MISSING and new != old:
             message = validation.get("message", f"failed rule: {validation['rule']}")
-            errors.append(f'{path}: Invalid value: "{_json_type(new)}": {message}')
+            errors.append(f'{path}: Invalid value: "{json_type(new)}": {message}')
     if isinstance(new, dict) and isinstance(old, dict):
         for key, prop in schema.get("properties", {}).items():
             errors += _transition_errors(
