@@ -139,7 +139,8 @@ def test_a_poisoned_row_among_99_good_ones_is_isolated(db, database_url, fake):
     texts.insert(37, "this one carries POISON-PILL and the provider refuses it")
     add_rows(db, yacht.id, 100, texts=texts)
     fake.poison("POISON-PILL")
-    _, summary = run_worker(database_url, yacht, fake, batch_size=100)
+    # One lane: the 100 rows travel as one request, which bisection then splits.
+    _, summary = run_worker(database_url, yacht, fake, batch_size=100, max_in_flight=1)
     assert summary.embedded == 99
     assert status_counts(db, yacht.id) == {"embedded": 99, "dlq": 1}
     (code, _attempts, sample, _resolved), = dlq_rows(db, yacht)

@@ -67,6 +67,7 @@ class Worker:
         self.summary = RunSummary()
         self._lock = threading.Lock()
         self._fatal: BaseException | None = None
+        self._terminated = False  # SIGTERM, as opposed to a stop after a fatal error
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -100,12 +101,10 @@ class Worker:
             self.summary.exit_code = EXIT_FATAL
         elif self._fatal is not None:
             raise self._fatal
-        elif self.stop.is_set() and self.summary.exit_code == EXIT_DONE and self._terminated:
+        elif self._terminated:
             self.summary.exit_code = EXIT_TERMINATED
         log.info("worker %s finished: %s", self.name, self.summary)
         return self.summary
-
-    _terminated = False
 
     def terminate(self) -> None:
         """SIGTERM: finish what is in flight, release the rest, exit promptly."""
