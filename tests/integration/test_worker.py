@@ -155,7 +155,7 @@ def test_rows_out_of_attempts_are_dead_lettered_with_the_error_code(db, database
     add_rows(db, yacht.id, 10)
     fake.fail_next(1000, "503")
     _, summary = run_worker(database_url, yacht, fake, max_attempts=3,
-                            circuit_breaker_threshold=100)
+                            circuit_breaker_threshold=100, max_in_flight=1)
     assert summary.exit_code == 0
     assert status_counts(db, yacht.id) == {"dlq": 10}
     rows = dlq_rows(db, yacht)
