@@ -169,8 +169,9 @@ def test_timeouts_are_retried_then_dead_lettered_as_timeout(db, database_url, fa
     add_rows(db, yacht.id, 5)
     fake.hang_seconds = 2.0
     fake.fail_next(2, "timeout")
+    # One lane: the five rows travel as one request, which times out twice.
     run_worker(database_url, yacht, fake, max_attempts=2, request_timeout_sec=0.3,
-                            circuit_breaker_threshold=100)
+               circuit_breaker_threshold=100, max_in_flight=1)
     assert status_counts(db, yacht.id) == {"dlq": 5}
     assert {code for code, *_ in dlq_rows(db, yacht)} == {"timeout"}
 
