@@ -220,8 +220,10 @@ def exercise(stack, conn, kubeconfig, env: dict[str, str], *, drift: bool) -> No
         wait_for(lambda: stack.phases().get("quick") == "Succeeded"
                  and stack.status("quick").get("admissions") == 2, timeout=60, message=state)
     assert status_counts(conn, quick.id) == {"embedded": 8}
-    reasons = {e["reason"] for e in stack.events()}
-    assert {"Admitted", "Completed", "Suspended"} <= reasons, reasons
+    # An Event follows the status write that made it: wait for it, do not race it.
+    wait_for(lambda: {"Admitted", "Completed", "Suspended"} <= {
+        e["reason"] for e in stack.events()}, timeout=10,
+        message=lambda: f"{sorted({e['reason'] for e in stack.events()})}")
     # A graceful stop: kopf withdraws this replica from the peering object.
     stack.stop_operator(signal.SIGTERM)
 
