@@ -114,7 +114,8 @@ def no_claims(conn, yacht_id) -> dict[str, int] | None:
 
 
 def test_patching_priority_reorders_the_waiting_backfills(stack, stack_db):
-    slow_fleet(stack, stack_db, {"a-first": 40, "b-second": 10, "c-third": 12},
+    # a-first runs ~5 s (400 rows, 5 per 0.25 s request): long enough to patch around it.
+    slow_fleet(stack, stack_db, {"a-first": 400, "b-second": 10, "c-third": 12},
                priorities={"a-first": 500})
     stack.start_runner()
     stack.start_operator()
@@ -153,7 +154,8 @@ def test_an_operator_killed_mid_run_creates_no_duplicate_job(stack, stack_db):
 
 
 def test_suspend_stops_the_running_job_and_releases_its_rows(stack, stack_db):
-    yachts = slow_fleet(stack, stack_db, {"pausable": 60})
+    # 400 rows at 5 per request and 0.25 s each: ~5 s of work, so the suspend lands mid-run.
+    yachts = slow_fleet(stack, stack_db, {"pausable": 400})
     stack.start_runner()
     stack.start_operator()
     wait_for(lambda: stack.phases().get("pausable") == "Running", timeout=30)
@@ -165,7 +167,7 @@ def test_suspend_stops_the_running_job_and_releases_its_rows(stack, stack_db):
     assert stack.unfinished_jobs() == []
     # The worker finishes its in-flight requests, releases the rest and exits.
     counts = wait_for(lambda: no_claims(stack_db, yachts["pausable"].id), timeout=20)
-    assert 0 < counts.get("embedded", 0) < 60
+    assert 0 < counts.get("embedded", 0) < 400
     suspended = next(c for c in stack.status("pausable")["conditions"]
                      if c["type"] == "Suspended")
     assert suspended["status"] == "True"
@@ -173,7 +175,7 @@ def test_suspend_stops_the_running_job_and_releases_its_rows(stack, stack_db):
     stack.api.patch("yachtbackfills", "pausable", {"spec": {"suspend": False}},
                     namespace="fleet")
     wait_for(lambda: stack.phases().get("pausable") == "Succeeded", timeout=60)
-    assert status_counts(stack_db, yachts["pausable"].id) == {"embedded": 60}
+    assert status_counts(stack_db, yachts["pausable"].id) == {"embedded": 400}
     wait_for(lambda: {"Suspended", "Resumed"} <= {e["reason"] for e in stack.events("pausable")},
              timeout=10)
 
@@ -263,7 +265,7 @@ def test_kubectl_apply_of_a_bad_backfill_is_refused_naming_the_field(stack, spec
 
 
 def test_deleting_a_backfill_removes_its_job_and_keeps_the_data(stack, stack_db):
-    yachts = slow_fleet(stack, stack_db, {"doomed": 80})
+    yachts = slow_fleet(stack, stack_db, {"doomed": 400})  # still running when deleted
     stack.start_runner()
     stack.start_operator()
     wait_for(lambda: stack.phases().get("doomed") == "Running", timeout=30)
@@ -271,7 +273,7 @@ def test_deleting_a_backfill_removes_its_job_and_keeps_the_data(stack, stack_db)
     stack.api.delete("yachtbackfills", "doomed", namespace="fleet")
     wait_for(lambda: stack.jobs() == [], timeout=30)
     counts = wait_for(lambda: no_claims(stack_db, yachts["doomed"].id), timeout=20)
-    assert sum(counts.values()) == 80 and counts.get("embedded", 0) > 0
+    assert sum(counts.values()) == 400 and 0 < counts.get("embedded", 0) < 400
     time.sleep(1.0)
     assert stack.jobs() == []  # and the operator does not bring one back
 
