@@ -13,7 +13,13 @@ import pytest
 from kubernetes import client as k
 
 from tests.support import kubeapi_fixtures as fixtures
-from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
+from tests.support.kubeapi_fixtures import (
+    GROUP,
+    PEERING_CRDS,
+    PLURAL,
+    VERSION,
+    yacht_backfill,
+)
 from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
@@ -138,36 +144,8 @@ def test_kopf_operator_end_to_end(operator, k8s, kubeapi, kubectl, namespace):
     assert kubeapi.objects(PLURAL, namespace) == []
 
 
-def peering_crd(plural: str, kind: str, scope: str) -> dict:
-    """kopf's peering CRDs, as its docs ship them (schema-less, unknown fields kept)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "group": "kopf.dev",
-            "scope": scope,
-            "names": {"plural": plural, "singular": plural[:-1], "kind": kind},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 def test_kopf_peering_through_the_emulator(kubeapi, kubeconfig, crd, namespace, tmp_path):
-    kubeapi.load_crd(peering_crd("kopfpeerings", "KopfPeering", "Namespaced"))
-    kubeapi.load_crd(peering_crd("clusterkopfpeerings", "ClusterKopfPeering", "Cluster"))
+    kubeapi.load_crd(PEERING_CRDS)  # the peering CRDs the product ships
     kubeapi.create(
         {
             "apiVersion": "kopf.dev/v1",

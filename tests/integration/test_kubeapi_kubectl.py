@@ -16,7 +16,14 @@ from kubernetes import client as k
 
 from f1backfill.sandbox import is_serving
 from tests.support import kubeapi_fixtures as fixtures
-from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
+from tests.support.kubeapi_fixtures import (
+    GROUP,
+    PEERING_CRDS,
+    PLURAL,
+    VERSION,
+    test_crd,
+    yacht_backfill,
+)
 from tests.support.waiting import wait_for
 
 # The emulator's fixtures, bound here so that pytest finds them in this module.
@@ -77,38 +84,7 @@ def test_a_crd_makes_its_resource_discoverable(k8s, kubeapi, kubectl):
 
 
 def test_kopf_peering_crds_are_served_once_applied(kubeapi, kubectl, tmp_path):
-    peering = [
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.kopf.dev"},
-            "spec": {
-                "group": "kopf.dev",
-                "scope": scope,
-                "names": {"plural": plural, "singular": plural[:-1], "kind": kind},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            },
-        }
-        for plural, kind, scope in (
-            ("kopfpeerings", "KopfPeering", "Namespaced"),
-            ("clusterkopfpeerings", "ClusterKopfPeering", "Cluster"),
-        )
-    ]
-    path = tmp_path / "peering.yaml"
-    path.write_text(yaml.safe_dump_all(peering))
-    kubectl("apply", "--validate=false", "-f", str(path))
+    kubectl("apply", "--validate=false", "-f", str(PEERING_CRDS))  # as the product ships them
     resources = {r["name"]: r for r in get_json(f"{kubeapi.url}/apis/kopf.dev/v1")["resources"]}
     assert resources["kopfpeerings"]["namespaced"] is True
     assert resources["clusterkopfpeerings"]["namespaced"] is False

@@ -19,6 +19,8 @@ import pytest
 from f1backfill.sandbox.server import KubeAPI
 
 GROUP = "f1cortex.io"
+# kopf's peering CRDs as the product ships them (one source: crds/).
+PEERING_CRDS = Path(__file__).resolve().parents[2] / "crds" / "kopf-peering.yaml"
 VERSION = "v1alpha1"
 PLURAL = "yachtbackfills"
 
