@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -69,11 +69,6 @@ class LocalPostgres:
 
     data_dir: Path
     port: int
-    _owns_dir: bool = True
-    _log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._log = self.data_dir.parent / f"{self.data_dir.name}.log"
 
     @property
     def dsn(self) -> str:
@@ -113,7 +108,6 @@ class LocalPostgres:
         if run_as:
             log.touch()
             shutil.chown(log, SYSTEM_USER)
-        server._log = log
         result = subprocess.run(
             [str(bins / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
              "-o", " ".join(options), "start"],
@@ -158,8 +152,7 @@ class LocalPostgres:
                  "-w", "stop"],
                 capture_output=True, timeout=30, **run_as,
             )
-        if self._owns_dir:
-            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+        shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
     def __enter__(self) -> LocalPostgres:
         return self

@@ -91,11 +91,3 @@ def _apply(conn, migration: Migration, dimensions: int) -> None:
     finally:
         conn.autocommit = True
 
-
-def current_version(conn) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
-            return 0
-        cur.execute("SELECT COALESCE(max(version), 0) FROM schema_migrations")
-        return cur.fetchone()[0]
