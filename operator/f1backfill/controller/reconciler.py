@@ -250,13 +250,12 @@ class Reconciler:
         started = time.monotonic()
         await self._dead_letter_requests(list(self.cache.backfills.values()))
         backfills = list(self.cache.backfills.values())
-        skipped = skipped_types(backfills)
-        figures = await asyncio.to_thread(self.db.figures, skipped)
         if time.monotonic() >= self._drift_due:
+            # Before the counts: a drift re-queue changes them.
             await self._check_drift(backfills)
             await self._export_feedback_runs()
             self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
-            figures = await asyncio.to_thread(self.db.figures, skipped)
+        figures = await asyncio.to_thread(self.db.figures, skipped_types(backfills))
         deciding = time.monotonic()
         decision = decide(
             backfills, list(self.cache.jobs.values()),
