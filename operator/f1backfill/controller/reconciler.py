@@ -358,10 +358,13 @@ class Reconciler:
             self.cache.backfills.pop(backfill.uid, None)
             return
         self.cache.apply_backfill("MODIFIED", body)
-        ref = {"namespace": backfill.namespace, "name": backfill.name, "uid": backfill.uid}
         for note in item.events:
-            await asyncio.to_thread(self.kube.post_event, ref, note.type, note.reason,
-                                    note.message)
+            await self._event(backfill, note.type, note.reason, note.message)
+
+    async def _event(self, backfill: ObservedBackfill, type_: str, reason: str,
+                     message: str) -> None:
+        ref = {"namespace": backfill.namespace, "name": backfill.name, "uid": backfill.uid}
+        await asyncio.to_thread(self.kube.post_event, ref, type_, reason, message)
 
     def _export(self, decision: Decision, desired: list[Desired],
                 figures: dict[str, YachtFigures]) -> None:
@@ -419,10 +422,8 @@ class Reconciler:
                     break
                 self.cache.apply_backfill("MODIFIED", body)
                 backfill = self.cache.backfills[backfill.uid]
-                ref = {"namespace": backfill.namespace, "name": backfill.name,
-                       "uid": backfill.uid}
                 reason = "DeadLettersReplayed" if action == "replayed" else "DeadLettersAbandoned"
-                await asyncio.to_thread(self.kube.post_event, ref, "Normal", reason, message)
+                await self._event(backfill, "Normal", reason, message)
 
     async def _export_feedback_runs(self) -> None:
         """The nightly feedback job is a short-lived pod; its results are exported here."""
@@ -456,10 +457,8 @@ class Reconciler:
             log.warning("drift: re-queued %d stale rows of yacht %s", count, yacht)
             for backfill in backfills:
                 if backfill.spec and backfill.spec.yacht_id == yacht:
-                    ref = {"namespace": backfill.namespace, "name": backfill.name,
-                           "uid": backfill.uid}
-                    await asyncio.to_thread(
-                        self.kube.post_event, ref, "Normal", "DriftRequeued",
+                    await self._event(
+                        backfill, "Normal", "DriftRequeued",
                         f"re-queued {count} stale rows for embedding (drift.autoRequeue)")
                     if backfill.status.phase is Phase.SUCCEEDED:
                         # Opted in to re-embedding: the backfill runs again, even in Once mode.
