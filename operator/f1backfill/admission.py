@@ -27,7 +27,7 @@ class JobState(StrEnum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedJob:
     namespace: str
     name: str
@@ -44,7 +44,7 @@ class ObservedJob:
         return self.state in (JobState.SUCCEEDED, JobState.FAILED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedBackfill:
     namespace: str
     name: str
@@ -63,7 +63,7 @@ class ObservedBackfill:
         return (self.namespace, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What one backfill is after this decision."""
 

@@ -99,8 +99,18 @@ def parse_time(value: str, path: str = "time") -> datetime:
     return parsed
 
 
+@functools.lru_cache(maxsize=4096)
+def _shared_time(value: str) -> datetime:
+    """One datetime object per distinct timestamp. A fleet's statuses repeat the same few
+    (every condition set in one tick has its time): a cached operator holding thousands of
+    statuses keeps one object for each, not one per condition. Datetimes are immutable."""
+    return parse_time(value)
+
+
+@functools.lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """A datetime the way Kubernetes writes metav1.Time: UTC, seconds, `Z`."""
+    """A datetime the way Kubernetes writes metav1.Time: UTC, seconds, `Z`. Cached: the
+    conditions of a tick share a few times, written thousands of times."""
     if value.tzinfo is None:  # naive datetimes in this code base are UTC
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -296,7 +306,11 @@ class FieldReader:
             return
         if not isinstance(value, str):
             raise _wrong_type(path, value, "string")
-        self.kwargs[name] = parse_time(value, path)
+        try:
+            self.kwargs[name] = _shared_time(value)
+        except SpecError:
+            self.kwargs[name] = parse_time(value, path)  # raises, naming the field
+
 
     def quantity(self, name: str) -> None:
         """An int-or-string Kubernetes quantity, kept as written."""
@@ -378,21 +392,30 @@ class FieldReader:
         self.kwargs[name] = parse(value, path)
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _plain(value: Any, prune_none: bool) -> Any:
-    if type(value) in _SCALARS:  # exact types: a StrEnum is a str too, handled below
+    kind = type(value)
+    if kind in _SCALARS:  # exact types: a StrEnum is a str too, encoded below
         return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_camel_dict(value, prune_none=prune_none)
-    if isinstance(value, StrEnum):
-        return value.value
-    if isinstance(value, datetime):
-        return format_time(value)
-    if isinstance(value, list | tuple):
-        return [_plain(item, prune_none) for item in value]
-    return value
+    return _encoder(kind)(value, prune_none)
+
+
+@functools.cache
+def _encoder(kind: type) -> Callable[[Any, bool], Any]:
+    """How values of one type become JSON, chosen once per type: the operator turns
+    thousands of statuses into JSON per tick, and asking `is_dataclass` of an enum member
+    each time cost more than the encoding."""
+    if dataclasses.is_dataclass(kind):
+        return lambda value, prune_none: to_camel_dict(value, prune_none=prune_none)
+    if issubclass(kind, StrEnum):
+        return lambda value, _: value.value
+    if issubclass(kind, datetime):
+        return lambda value, _: format_time(value)
+    if issubclass(kind, list | tuple):
+        return lambda value, prune_none: [_plain(item, prune_none) for item in value]
+    return lambda value, _: value
 
 
 def to_camel_dict(model: Any, *, prune_none: bool = True) -> dict[str, Any]:
@@ -410,8 +433,22 @@ def to_camel_dict(model: Any, *, prune_none: bool = True) -> dict[str, Any]:
     return result
 
 
+def changed_camel_fields(old: Any, new: Any) -> dict[str, Any]:
+    """The top-level fields of `new` whose JSON differs from `old`'s (two models of one
+    class), encoded, unset ones as null. Only the fields that compare unequal are encoded;
+    their JSON decides, so two times within one second, which read the same, are no
+    change."""
+    changes: dict[str, Any] = {}
+    for name, camel in _camel_fields(type(new)):
+        value, before = getattr(new, name), getattr(old, name)
+        if value != before:
+            encoded = _plain(value, False)
+            if encoded != _plain(before, False):
+                changes[camel] = encoded
+    return changes
+
+
 @functools.cache
 def _camel_fields(cls: type) -> tuple[tuple[str, str], ...]:
-    """(field, camelCase name) of a model class, computed once: the operator turns
-    thousands of statuses into JSON per tick."""
+    """(field, camelCase name) of a model class, computed once."""
     return tuple((f.name, to_camel(f.name)) for f in dataclasses.fields(cls))

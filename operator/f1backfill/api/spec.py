@@ -44,7 +44,7 @@ class Provider(StrEnum):
     HASH = "hash"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmbeddingSpec:
     # None: the operator's configured default provider.
     provider: Provider | None = None
@@ -60,7 +60,7 @@ class EmbeddingSpec:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimitSpec:
     requests_per_minute: int = 3000
     tokens_per_minute: int = 1_000_000
@@ -73,7 +73,7 @@ class RateLimitSpec:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DriftSource:
     """A source table whose records feed search_index rows of one object type."""
 
@@ -104,7 +104,7 @@ class DriftSource:
 DEFAULT_DRIFT_SOURCES = (DriftSource(object_type="work_order", table="pms_work_orders"),)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DriftSpec:
     enabled: bool = True
     tolerance_minutes: int = 10
@@ -121,7 +121,7 @@ class DriftSpec:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceList:
     memory: Quantity | None = None
     cpu: Quantity | None = None
@@ -134,7 +134,7 @@ class ResourceList:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourcesSpec:
     """The Job pod's resources as the CR overrides them; see `requirements()`."""
 
@@ -180,7 +180,7 @@ class ResourcesSpec:
                 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackfillSpec:
     """`YachtBackfill.spec`. Build it with `from_dict`, which checks what the CRD checks."""
 

@@ -7,6 +7,7 @@ The operator builds a `BackfillStatus` and patches `status.to_dict()` into the C
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..constants import PRIORITY_MAX, PRIORITY_MIN, ConditionType, Phase
-from .fields import FieldReader, to_camel_dict
+from .fields import FieldReader, changed_camel_fields, to_camel_dict
 
 # metav1.Condition's own validation, which the CRD repeats.
 CONDITION_TYPE_PATTERN = (
@@ -30,7 +31,7 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     """One entry of `status.conditions`, in the Kubernetes convention (metav1.Condition)."""
 
@@ -56,6 +57,10 @@ class Condition:
         r.string("message", required=True, max_length=32768)
         r.timestamp("last_transition_time", required=True)
         r.integer("observed_generation", minimum=0)
+        # Types, reasons and most messages repeat across a fleet's statuses (each backfill
+        # has seven conditions): one string object each, not one per condition.
+        for name in ("type", "reason", "message"):
+            r.kwargs[name] = sys.intern(r.kwargs[name])
         return cls(**r.kwargs)
 
     @property
@@ -66,7 +71,7 @@ class Condition:
         return to_camel_dict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Progress:
     """Row counts of the yacht in search_index, by embedding status."""
 
@@ -111,7 +116,7 @@ class Progress:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DlqStatus:
     unresolved: int = 0
     # The last annotation values acted on (f1cortex.io/replay- / abandon-dead-letters).
@@ -127,7 +132,7 @@ class DlqStatus:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DriftStatus:
     stale_rows: int = 0
     last_checked_at: datetime | None = None
@@ -140,7 +145,7 @@ class DriftStatus:
         return cls(**r.kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackfillStatus:
     """`YachtBackfill.status`. Every field is optional: a new CR has no status yet."""
 
@@ -192,6 +197,10 @@ class BackfillStatus:
         is sent as a merge patch (e.g. `queuePosition` once a backfill is admitted).
         """
         return to_camel_dict(self, prune_none=prune_none)
+
+    def changed_since(self, old: BackfillStatus) -> dict[str, Any]:
+        """The top-level fields whose JSON differs from `old`'s, as JSON (unset: null)."""
+        return changed_camel_fields(old, self)
 
     def condition(self, type_: ConditionType | str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -227,9 +227,4 @@ def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:
     """
     if old == new:
         return None
-    before = old.to_dict(prune_none=False)
-    after = new.to_dict(prune_none=False)
-    if before == after:
-        return None
-    return {key: value for key, value in after.items() if before.get(key) != value}
-
+    return new.changed_since(old) or None
