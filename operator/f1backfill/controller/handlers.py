@@ -1,4 +1,8 @@
-"""kopf registrations only: each handler hands off to the reconciler in a line or two."""
+"""kopf registrations only: each handler hands off to the reconciler in a line or two.
+
+YachtBackfills are not watched through kopf but by the reconciler's informer (see
+`informer.py` for why); kopf runs the operator: startup and cleanup, peering, the liveness
+probe, and the watch of our Jobs."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from ..constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from ..constants import LABEL_MANAGED_BY, MANAGED_BY
 from .runtime import Runtime, configure_kopf
 
 log = logging.getLogger(__name__)
@@ -32,11 +36,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     await _runtime().stop_background()
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def backfill_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    _runtime().reconciler.on_backfill(event.get("type"), body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

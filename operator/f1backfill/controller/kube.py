@@ -7,7 +7,9 @@ operator makes (these and kopf's own) and compares them with the chart's role.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,22 +29,58 @@ def load_config() -> None:
 
 
 class Kube:
-    def __init__(self, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(self, namespaces: tuple[str, ...] = (),
+                 api: client.ApiClient | None = None) -> None:
+        """`api`: a configured client; by default, the configuration `load_config` set."""
         self.namespaces = namespaces
-        api = client.ApiClient()
+        api = api or client.ApiClient()
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
 
     # -- reads -----------------------------------------------------------------------------
-    def list_backfills(self) -> list[dict[str, Any]]:
-        if not self.namespaces:
-            return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-        items: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            items += self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL)["items"]
-        return items
+    def list_backfills_page(self, namespace: str | None, *, limit: int,
+                            token: str | None = None) -> dict[str, Any]:
+        """One page of YachtBackfills (all namespaces when `namespace` is None): a List with
+        `metadata.continue` while more pages follow."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if token:
+            kwargs["_continue"] = token
+        if namespace is None:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                         **kwargs)
+
+    def watch_backfills(self, namespace: str | None, resource_version: str, *,
+                        timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        """The watch events of YachtBackfills after `resource_version`, bookmarks included,
+        until the server ends the watch (after `timeout_seconds`); each event is decoded
+        once, from its line."""
+        kwargs: dict[str, Any] = {
+            "watch": True, "resource_version": resource_version,
+            "allow_watch_bookmarks": True, "timeout_seconds": timeout_seconds,
+            "_preload_content": False,
+            # kopf#860's lesson for our own watch: a connection that goes silent past the
+            # server's timeout is dead; give up on it rather than wait for ever.
+            "_request_timeout": (10, timeout_seconds + 30)}
+        if namespace is None:
+            response = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+        else:
+            response = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                 PLURAL, **kwargs)
+        try:
+            pending = b""
+            for chunk in response.stream(amt=None, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)
+        finally:
+            response.close()
+            response.release_conn()
 
     def list_jobs(self) -> list[dict[str, Any]]:
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"

@@ -7,10 +7,66 @@ which Prometheus cannot evaluate; the operator counts once per tick and exports 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..api import Phase
+
+_BACKFILL_LABELS = ("namespace", "name", "yacht_id")
+
+
+@dataclass(frozen=True)
+class BackfillSample:
+    namespace: str
+    name: str
+    yacht_id: str
+    phase: Phase
+    queue_position: int | None
+    percent: float
+
+
+class BackfillCollector(Collector):
+    """The per-backfill series, made at scrape time from the last tick's samples.
+
+    prometheus_client's labelled Gauge keeps an object (with its own lock) per series for
+    the life of the process; three per backfill was megabytes for a large fleet, to hold
+    numbers the reconciler has anyway. The samples list is replaced whole each tick, so a
+    deleted backfill's series are gone at the next scrape.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[BackfillSample] = []
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        phase, position, progress = self._families()
+        for s in self.samples:  # one list for the scrape, even if a tick replaces it meanwhile
+            labels = [s.namespace, s.name, s.yacht_id]
+            # One series per backfill for its current phase (value 1), not one per phase.
+            phase.add_metric([*labels, s.phase.value], 1)
+            if s.queue_position:  # sparse: absent reads as "not in the queue"
+                position.add_metric(labels, s.queue_position)
+            progress.add_metric(labels, s.percent)
+        yield from (phase, position, progress)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily("f1_backfill_phase",
+                              "1, labelled with the phase each backfill is in",
+                              labels=[*_BACKFILL_LABELS, "phase"]),
+            GaugeMetricFamily("f1_backfill_queue_position",
+                              "Position in the admission queue (absent: not waiting)",
+                              labels=_BACKFILL_LABELS),
+            GaugeMetricFamily("f1_backfill_progress_percent",
+                              "Percent of the yacht's rows embedded", labels=_BACKFILL_LABELS),
+        )
 
 
 class OperatorMetrics:
@@ -20,15 +76,8 @@ class OperatorMetrics:
         self.admissions = Counter(
             "f1_operator_admissions_total", "Jobs the operator created", ["namespace"],
             registry=r)
-        self.phase = Gauge(
-            "f1_backfill_phase", "1, labelled with the phase each backfill is in",
-            ["namespace", "name", "yacht_id", "phase"], registry=r)
-        self.queue_position = Gauge(
-            "f1_backfill_queue_position", "Position in the admission queue (absent: not waiting)",
-            ["namespace", "name", "yacht_id"], registry=r)
-        self.progress = Gauge(
-            "f1_backfill_progress_percent", "Percent of the yacht's rows embedded",
-            ["namespace", "name", "yacht_id"], registry=r)
+        self.backfills = BackfillCollector()
+        r.register(self.backfills)
         self.dlq = Gauge(
             "f1_dlq_unresolved", "Unresolved dead letters per yacht", ["yacht_id"], registry=r)
         self.drift = Gauge(
@@ -53,33 +102,10 @@ class OperatorMetrics:
             "f1_operator_tick_seconds",
             "Time of one reconciliation tick: database reads, decision, API writes",
             buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registry=r)
-        self._phases: dict[tuple[str, str, str], Phase] = {}
 
-    def record(self, key: tuple[str, str, str], phase: Phase, position: int | None,
-               percent: float) -> None:
-        """One series per backfill for its current phase (value 1), not one per phase:
-        with thousands of backfills, seven series each is most of the operator's memory."""
-        namespace, name, yacht = key
-        previous = self._phases.get(key)
-        if previous is not phase:
-            if previous is not None:
-                self.phase.remove(namespace, name, yacht, previous.value)
-            self.phase.labels(namespace, name, yacht, phase.value).set(1)
-            self._phases[key] = phase
-        # Sparse: a series only while waiting; absent reads as "not in the queue".
-        if position:
-            self.queue_position.labels(namespace, name, yacht).set(position)
-        else:
-            self._remove(self.queue_position, namespace, name, yacht)
-        self.progress.labels(namespace, name, yacht).set(percent)
-
-    def forget_missing(self, present: set[tuple[str, str, str]]) -> None:
-        """Drop the series of deleted backfills, so dashboards do not show ghosts."""
-        for key in set(self._phases) - present:
-            namespace, name, yacht = key
-            self.phase.remove(namespace, name, yacht, self._phases.pop(key).value)
-            self._remove(self.queue_position, namespace, name, yacht)
-            self._remove(self.progress, namespace, name, yacht)
+    def record_backfills(self, samples: list[BackfillSample]) -> None:
+        """Every backfill's phase, queue position and progress, as of this tick."""
+        self.backfills.samples = samples
 
     def set_sparse(self, gauge: Gauge, value: float, *labels: str) -> None:
         """Per-yacht gauges that are zero for most of a large fleet (dead letters, drift,

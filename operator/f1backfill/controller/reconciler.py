@@ -1,11 +1,11 @@
 """The fleet reconciler: one decision for the whole fleet per tick, level-based.
 
-kopf's watch streams feed `FleetCache` (every YachtBackfill and every Job of ours) and wake
-the loop; a timer makes sure progress is re-read every `tick_seconds` even when nothing in
-the cluster moves. Each tick reads the database once (grouped by yacht), decides with the
-pure `admission.decide`, then acts: deletes Jobs that must stop, creates Jobs that were
-admitted (deterministic names: a repeat is a 409, adopted), and writes each backfill's
-status only when it changed, with an Event per transition.
+The backfill informer (every YachtBackfill) and kopf's Job watch (every Job of ours) feed
+`FleetCache` and wake the loop; a timer makes sure progress is re-read every `tick_seconds`
+even when nothing in the cluster moves. Each tick reads the database once (grouped by
+yacht), decides with the pure `admission.decide`, then acts: deletes Jobs that must stop,
+creates Jobs that were admitted (deterministic names: a repeat is a 409, adopted), and
+writes each backfill's status only when it changed, with an Event per transition.
 
 Only the replica that kopf's peering lets run acts (see `PeeringGate`): two replicas never
 both admit.
@@ -39,8 +39,9 @@ from ..builders.status import (
 from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
 from ..db.fleet import DriftProbe, FleetDatabase
+from .informer import BackfillInformer
 from .kube import Kube
-from .metrics import OperatorMetrics
+from .metrics import BackfillSample, OperatorMetrics
 from .observe import observe_backfill, observe_job
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ class Desired:
     verdict: Verdict
     status: BackfillStatus
     events: list[EventNote]
-    patch: dict | None
+    # The status differs from the stored one. Its merge patch is encoded when it is written,
+    # not here: the first tick of a large fleet would otherwise hold every patch at once.
+    changed: bool
+    inputs: tuple  # what the status was built from (see Reconciler._desired)
 
 
 class FleetCache:
@@ -76,12 +80,29 @@ class FleetCache:
         self.backfills: dict[str, ObservedBackfill] = {}
         self.jobs: dict[tuple[str, str], ObservedJob] = {}
 
-    def apply_backfill(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        uid = body["metadata"]["uid"]
-        if event_type == "DELETED":
-            self.backfills.pop(uid, None)
-        else:
-            self.backfills[uid] = observe_backfill(body)
+    def put_backfill(self, backfill: ObservedBackfill) -> None:
+        self.backfills[backfill.uid] = backfill
+
+    def apply_backfill(self, body: Mapping[str, Any],
+                       written: BackfillStatus | None = None) -> None:
+        """A backfill's body as the API server returned it after a status write. When its
+        status reads as `written` (the status just sent), that object is kept instead of a
+        copy: after the first tick of a large fleet the two would double the cache."""
+        backfill = observe_backfill(body)
+        if written is not None and backfill.status == written:
+            backfill = replace(backfill, status=written)
+        self.put_backfill(backfill)
+
+    def replace_backfills(self, namespace: str | None,
+                          backfills: dict[str, ObservedBackfill]) -> None:
+        """Every backfill of `namespace` (of all namespaces: None), as a list showed them."""
+        if namespace is None:
+            self.backfills = dict(backfills)
+            return
+        for uid in [uid for uid, b in self.backfills.items() if b.namespace == namespace]:
+            if uid not in backfills:
+                del self.backfills[uid]
+        self.backfills.update(backfills)
 
     def apply_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -92,11 +113,8 @@ class FleetCache:
         else:
             self.jobs[key] = job
 
-    def replace_all(self, backfills: list[dict], jobs: list[dict]) -> None:
-        self.backfills = {}
+    def replace_jobs(self, jobs: list[dict]) -> None:
         self.jobs = {}
-        for body in backfills:
-            self.apply_backfill(None, body)
         for body in jobs:
             self.apply_job(None, body)
 
@@ -185,8 +203,10 @@ def skipped_types(backfills: list[ObservedBackfill]) -> dict[str, frozenset[str]
 
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, db: FleetDatabase,
-                 metrics: OperatorMetrics, gate: PeeringGate) -> None:
+                 metrics: OperatorMetrics, gate: PeeringGate,
+                 informer: BackfillInformer | None = None) -> None:
         self.settings = settings
+        self.informer = informer
         self.kube = kube
         self.db = db
         self.metrics = metrics
@@ -202,11 +222,25 @@ class Reconciler:
         self.last_tick: float | None = None
         self.ticks = 0
 
-    # -- fed by kopf's handlers --------------------------------------------------------------
-    def on_backfill(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self.cache.apply_backfill(event_type, body)
+    # -- fed by the backfill informer (a BackfillSink) ---------------------------------------
+    def known_backfill(self, uid: str) -> ObservedBackfill | None:
+        return self.cache.backfills.get(uid)
+
+    def backfills_listed(self, namespace: str | None,
+                         backfills: dict[str, ObservedBackfill]) -> None:
+        self.cache.replace_backfills(namespace, backfills)
         self._wake.set()
 
+    def backfill_seen(self, backfill: ObservedBackfill) -> None:
+        if self.cache.backfills.get(backfill.uid) is not backfill:
+            self.cache.put_backfill(backfill)
+            self._wake.set()
+
+    def backfill_gone(self, uid: str) -> None:
+        self.cache.backfills.pop(uid, None)
+        self._wake.set()
+
+    # -- fed by kopf's handler ---------------------------------------------------------------
     def on_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self.cache.apply_job(event_type, body)
         self._wake.set()
@@ -216,6 +250,15 @@ class Reconciler:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stopped: asyncio.Event) -> None:
+        if self.informer is not None:
+            self.informer.start(asyncio.get_running_loop(), self)
+        try:
+            await self._loop(stopped)
+        finally:
+            if self.informer is not None:
+                self.informer.stop()
+
+    async def _loop(self, stopped: asyncio.Event) -> None:
         while not stopped.is_set():
             try:
                 await self.tick()
@@ -239,12 +282,14 @@ class Reconciler:
                 log.info("peering: another replica is in charge; standing by")
             self.active = False
             return None
+        if self.informer is not None and not self.informer.synced:
+            # A decision on part of the fleet could admit the wrong backfill.
+            log.info("waiting for the first list of YachtBackfills")
+            return None
         if not self.active:
-            # (Re)gaining charge: the cache may be stale from a paused watch; start exact.
-            backfills, jobs = await asyncio.gather(
-                asyncio.to_thread(self.kube.list_backfills),
-                asyncio.to_thread(self.kube.list_jobs))
-            self.cache.replace_all(backfills, jobs)
+            # (Re)gaining charge: kopf pauses its Job watch while another replica leads, so
+            # the Jobs may be stale; start exact. (The backfill informer never pauses.)
+            self.cache.replace_jobs(await asyncio.to_thread(self.kube.list_jobs))
             self.active = True
             log.info("in charge of %d backfills", len(self.cache.backfills))
         started = time.monotonic()
@@ -266,7 +311,7 @@ class Reconciler:
         self.metrics.decision_seconds.observe(time.monotonic() - deciding)
         await self._act(decision, desired)
         self._export(decision, desired, figures)
-        if sum(item.patch is not None for item in desired) >= RELEASE_AFTER_WRITES:
+        if sum(item.changed for item in desired) >= RELEASE_AFTER_WRITES:
             release_memory()
         self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.last_tick = time.monotonic()
@@ -275,8 +320,8 @@ class Reconciler:
 
     def _desired(self, decision: Decision, backfills: list[ObservedBackfill],
                  figures: dict[str, YachtFigures]) -> list[Desired]:
-        """Each backfill's status after this decision, its patch and its Events. Pure
-        but for the rate tracker's samples."""
+        """Each backfill's status after this decision and its Events. Pure but for the
+        rate tracker's samples."""
         thresholds = Thresholds(self.settings.dlq_warning, self.settings.dlq_critical)
         now = datetime.now(UTC)
         admitted = {backfill.uid: job_name(backfill.namespace, backfill.name, backfill.uid,
@@ -290,22 +335,24 @@ class Reconciler:
                 continue
             yacht = backfill.spec.yacht_id if backfill.spec else ""
             yacht_figures = figures.get(yacht)
-            rate = self.rates.observe(backfill.uid,
-                                      yacht_figures.embedded if yacht_figures else 0)
+            running = verdict.phase in (Phase.ADMITTED, Phase.RUNNING)
+            # The rate (and the ETA from it) is shown while a Job runs, from samples taken
+            # while it runs: a waiting backfill's embedded count does not move.
+            rate = self.rates.observe(backfill.uid, yacht_figures.embedded
+                                      if yacht_figures else 0) if running else None
             drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
                 else None
-            running = verdict.phase in (Phase.ADMITTED, Phase.RUNNING)
             # Same object, same verdict, same figures as last tick: same status, nothing to
             # write. Most of a large fleet waits unchanged; building its statuses again was
             # most of a tick's time.
             inputs = (backfill.resource_version, verdict, yacht_figures,
                       drift_inputs(backfill.status.drift, drift, now),
-                      round(rate, 1) if running and rate is not None else None)
+                      round(rate, 1) if rate is not None else None)
             if backfill.resource_version and previous.get(backfill.uid) == inputs:
                 # Last time the status built from these inputs needed no write: it is the
                 # status the cluster holds.
                 self._last_inputs[backfill.uid] = inputs
-                desired.append(Desired(backfill, verdict, backfill.status, [], None))
+                desired.append(Desired(backfill, verdict, backfill.status, [], False, inputs))
                 continue
             status, events = build_status(
                 backfill, verdict, yacht_figures, rate=rate, drift=drift,
@@ -313,10 +360,9 @@ class Reconciler:
                 job_name=admitted.get(backfill.uid) or (verdict.job.name if verdict.job
                                                         else None),
                 now=now)
-            item = Desired(backfill, verdict, status, events,
-                           status_patch(backfill.status, status))
-            desired.append(item)
-            if item.patch is None:
+            changed = status != backfill.status
+            desired.append(Desired(backfill, verdict, status, events, changed, inputs))
+            if not changed:
                 self._last_inputs[backfill.uid] = inputs
         return desired
 
@@ -340,24 +386,29 @@ class Reconciler:
             job = observe_job(manifest)
             if job is not None:
                 self.cache.jobs.setdefault((job.namespace, job.name), job)
-        # Status writes are independent of each other: a few at a time, so a fleet of
-        # thousands that all change (the first tick) does not take minutes.
-        limit = asyncio.Semaphore(STATUS_WRITERS)
+        # Status writes are independent of each other: a few writers at a time, so a fleet
+        # of thousands that all change (the first tick) does not take minutes, and not a
+        # task per write, which for thousands is megabytes of waiting tasks.
+        changed = iter([item for item in desired if item.changed])
 
-        async def write(item: Desired) -> None:
-            async with limit:
+        async def writer() -> None:
+            for item in changed:
                 await self._write_status(item)
 
-        await asyncio.gather(*(write(item) for item in desired if item.patch is not None))
+        await asyncio.gather(*(writer() for _ in range(STATUS_WRITERS)))
 
     async def _write_status(self, item: Desired) -> None:
         backfill = item.backfill
+        patch = status_patch(backfill.status, item.status)
+        if patch is None:  # unequal only in what JSON does not carry (sub-second times)
+            self._last_inputs[backfill.uid] = item.inputs
+            return
         body = await asyncio.to_thread(
-            self.kube.patch_status, backfill.namespace, backfill.name, item.patch)
+            self.kube.patch_status, backfill.namespace, backfill.name, patch)
         if body is None:
             self.cache.backfills.pop(backfill.uid, None)
             return
-        self.cache.apply_backfill("MODIFIED", body)
+        self.cache.apply_backfill(body, written=item.status)
         for note in item.events:
             await self._event(backfill, note.type, note.reason, note.message)
 
@@ -368,17 +419,14 @@ class Reconciler:
 
     def _export(self, decision: Decision, desired: list[Desired],
                 figures: dict[str, YachtFigures]) -> None:
-        present: set[tuple[str, str, str]] = set()
-        for item in desired:
-            backfill = item.backfill
-            key = (backfill.namespace, backfill.name,
-                   backfill.spec.yacht_id if backfill.spec else "")
-            present.add(key)
-            progress = item.status.progress
-            self.metrics.record(key, item.verdict.phase, item.verdict.queue_position,
-                                progress.percent if progress else 0.0)
-        self.metrics.forget_missing(present)
-        self.rates.forget({item.backfill.uid for item in desired})
+        self.metrics.record_backfills([
+            BackfillSample(item.backfill.namespace, item.backfill.name,
+                           item.backfill.spec.yacht_id if item.backfill.spec else "",
+                           item.verdict.phase, item.verdict.queue_position,
+                           item.status.progress.percent if item.status.progress else 0.0)
+            for item in desired])
+        self.rates.forget({item.backfill.uid for item in desired
+                           if item.verdict.phase in (Phase.ADMITTED, Phase.RUNNING)})
         self.metrics.running_jobs.set(decision.running)
         m = self.metrics
         for yacht, f in figures.items():
@@ -420,7 +468,7 @@ class Reconciler:
                     self.kube.patch_status, backfill.namespace, backfill.name, patch)
                 if body is None:
                     break
-                self.cache.apply_backfill("MODIFIED", body)
+                self.cache.apply_backfill(body)
                 backfill = self.cache.backfills[backfill.uid]
                 reason = "DeadLettersReplayed" if action == "replayed" else "DeadLettersAbandoned"
                 await self._event(backfill, "Normal", reason, message)
@@ -466,4 +514,4 @@ class Reconciler:
                             self.kube.patch_status, backfill.namespace, backfill.name,
                             {"phase": Phase.PENDING.value})
                         if body is not None:
-                            self.cache.apply_backfill("MODIFIED", body)
+                            self.cache.apply_backfill(body)

@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from ..config import OperatorSettings
 from ..constants import FINALIZER, GROUP
 from ..db.fleet import FleetDatabase
+from .informer import BackfillInformer
 from .kube import Kube, load_config
 from .metrics import OperatorMetrics
 from .reconciler import PeeringGate, Reconciler
@@ -46,10 +47,6 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     # The reconciler posts one Event per transition itself; kopf's per-handler INFO events
     # would bury them. Warnings and errors of kopf still reach `kubectl describe`.
     settings.posting.level = logging.WARNING
-    # kopf keeps a worker task and queue per object that has events. Ours only update a
-    # cache, so an idle worker may go after 1 s instead of 5: with thousands of backfills
-    # (the first reconciliation writes every status) fewer of them are alive at once.
-    settings.queueing.idle_timeout = 1.0
     # Peering: replicas get distinct random priorities (see Runtime), so exactly one is
     # active and another takes over when it stops renewing (60 s lifetime).
     settings.peering.lifetime = 60
@@ -77,7 +74,7 @@ class Runtime:
         metrics = OperatorMetrics()
         gate = PeeringGate(kube, settings, identity, priority)
         reconciler = Reconciler(settings, kube, FleetDatabase(settings.database_url), metrics,
-                                gate)
+                                gate, BackfillInformer(kube, settings.namespaces))
         return cls(settings, reconciler, identity, priority, metrics)
 
     def start_background(self) -> None:
