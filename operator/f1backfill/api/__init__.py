@@ -35,6 +35,7 @@ from .status import (
     DlqStatus,
     DriftStatus,
     Progress,
+    merge_conditions,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Tier",
     "format_time",
     "job_name",
+    "merge_conditions",
     "parse_quantity",
     "parse_time",
     "to_camel",

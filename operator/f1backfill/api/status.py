@@ -210,24 +210,33 @@ class BackfillStatus:
         return self.with_conditions([new])
 
     def with_conditions(self, news: Iterable[Condition]) -> BackfillStatus:
-        """This status with each of `news` replacing the condition of its type.
+        """This status with each of `news` replacing the condition of its type (see
+        `merge_conditions`)."""
+        return dataclasses.replace(self, conditions=merge_conditions(self.conditions, news))
 
-        As the Kubernetes convention asks, `lastTransitionTime` only moves when a
-        condition's status changes; a new reason or message alone keeps the old time.
-        The order stays stable (new types are appended), so repeated patches do not
-        shuffle the list.
-        """
-        by_type = {c.type: c for c in news}
-        conditions = []
-        for old in self.conditions:
-            new = by_type.pop(old.type, None)
-            if new is None:
-                conditions.append(old)
-            elif old.status == new.status and new.last_transition_time != \
-                    old.last_transition_time:
-                conditions.append(dataclasses.replace(
-                    new, last_transition_time=old.last_transition_time))
-            else:
-                conditions.append(new)
-        conditions.extend(by_type.values())
-        return dataclasses.replace(self, conditions=tuple(conditions))
+
+def merge_conditions(olds: Iterable[Condition], news: Iterable[Condition]
+                     ) -> tuple[Condition, ...]:
+    """`olds` with each of `news` replacing the condition of its type.
+
+    As the Kubernetes convention asks, `lastTransitionTime` only moves when a condition's
+    status changes; a new reason or message alone keeps the old time. The order stays
+    stable (new types are appended), so repeated patches do not shuffle the list. An old
+    condition that the new one repeats but for its time is kept as it is.
+    """
+    by_type = {c.type: c for c in news}
+    conditions = []
+    for old in olds:
+        new = by_type.pop(old.type, None)
+        if new is None or new == old:
+            conditions.append(old)
+        elif old.status != new.status:
+            conditions.append(new)
+        elif (new.reason, new.message, new.observed_generation) == \
+                (old.reason, old.message, old.observed_generation):
+            conditions.append(old)  # only the time differs, and the old one stays
+        else:
+            conditions.append(Condition(new.type, new.status, new.reason, new.message,
+                                        old.last_transition_time, new.observed_generation))
+    conditions.extend(by_type.values())
+    return tuple(conditions)

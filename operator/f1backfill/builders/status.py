@@ -20,6 +20,7 @@ from ..api import (
     DriftStatus,
     Phase,
     Progress,
+    merge_conditions,
 )
 from ..constants import ConditionType
 
@@ -103,27 +104,7 @@ def build_status(
         processing=figures.processing, failed=figures.failed, dlq=figures.dlq)
     running = verdict.phase in (Phase.ADMITTED, Phase.RUNNING)
     eta = format_eta(figures.work / rate) if running and rate and figures.work else None
-    status = BackfillStatus(
-        phase=verdict.phase,
-        queue_position=verdict.queue_position,
-        effective_priority=backfill.spec.effective_priority if backfill.spec else None,
-        job_name=job_name or old.job_name,
-        admissions=admissions,
-        failed_jobs=verdict.failed_jobs,
-        started_at=started_at,
-        completed_at=completed_at,
-        progress=progress,
-        rate=round(rate, 1) if running and rate is not None else None,
-        eta=eta,
-        dlq=DlqStatus(unresolved=figures.unresolved_dlq,
-                      replayed=old.dlq.replayed if old.dlq else None,
-                      abandoned=old.dlq.abandoned if old.dlq else None),
-        drift=_drift(old.drift, drift, now),
-        observed_generation=backfill.generation,
-        conditions=old.conditions,
-    )
-
-    conditions: list[Condition] = []  # applied at once below: one copy of the status
+    conditions: list[Condition] = []  # merged into the old ones at the end
 
     def condition(type_: ConditionType, true: bool, reason: str, message: str) -> None:
         conditions.append(Condition(
@@ -181,7 +162,26 @@ def build_status(
             events.append(EventNote(WARNING, "Drift",
                                     f"{stale} search_index rows are older than their source "
                                     "records plus the tolerance"))
-    return status.with_conditions(conditions), events
+    status = BackfillStatus(
+        phase=verdict.phase,
+        queue_position=verdict.queue_position,
+        effective_priority=backfill.spec.effective_priority if backfill.spec else None,
+        job_name=job_name or old.job_name,
+        admissions=admissions,
+        failed_jobs=verdict.failed_jobs,
+        started_at=started_at,
+        completed_at=completed_at,
+        progress=progress,
+        rate=round(rate, 1) if running and rate is not None else None,
+        eta=eta,
+        dlq=DlqStatus(unresolved=figures.unresolved_dlq,
+                      replayed=old.dlq.replayed if old.dlq else None,
+                      abandoned=old.dlq.abandoned if old.dlq else None),
+        drift=_drift(old.drift, drift, now),
+        observed_generation=backfill.generation,
+        conditions=merge_conditions(old.conditions, conditions),
+    )
+    return status, events
 
 
 # A drift check every minute must not rewrite every status: the check time is written when
