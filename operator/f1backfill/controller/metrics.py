@@ -19,7 +19,7 @@ from ..api import Phase
 _BACKFILL_LABELS = ("namespace", "name", "yacht_id")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackfillSample:
     namespace: str
     name: str
