@@ -84,9 +84,10 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     from .config import OperatorSettings
     from .controller import handlers
-    from .controller.runtime import Runtime
+    from .controller.runtime import Runtime, configure_gc
 
     _limit_malloc_arenas()
+    configure_gc()
     settings = OperatorSettings.from_env()
     _setup_logging(settings.log_level)
     # kopf logs every handler call at INFO ("Handler ... succeeded"): one line per watch
