@@ -3,15 +3,18 @@
 Three scenarios, each selectable with --scenario (default: all three):
 
   decision           in-process, no I/O: the pure `admission.decide` plus the reconciler's
-                     desired statuses (`Reconciler._desired`: `build_status` + `status_patch`
-                     per backfill), which is what the operator's
-                     `f1_operator_decision_seconds` times, at 134, 1,000 and 10,000 backfills
-                     (a mix of tiers, priority overrides, suspended, Continuous and invalid
-                     specs, 3 unfinished Jobs and ~1.5% finished ones); the median of --runs
-                     runs of three ticks: the first (no status yet, every backfill patched),
-                     a steady one (statuses as the first wrote them) and one after a drift
-                     re-check. Also the memory of holding 10,000 observed backfills
-                     (tracemalloc and RSS, in a fresh interpreter).
+                     desired statuses (`Reconciler._desired`: `build_status` and a change
+                     check per backfill), which is what the operator's
+                     `f1_operator_decision_seconds` times; apart, the encoding of the merge
+                     patches, which the operator does as it writes each status (reported as
+                     encode_patches_ms and total_with_patches_ms). At 134, 1,000 and 10,000
+                     backfills (a mix of tiers, priority overrides, suspended, Continuous and
+                     invalid specs, 3 unfinished Jobs and ~1.5% finished ones); the median of
+                     --runs runs of three ticks: the first (no status yet, every backfill
+                     patched), a steady one (statuses as the first wrote them) and one after
+                     a drift re-check; with the garbage collector's thresholds set as the
+                     operator sets them (`runtime.configure_gc`). Also the memory of holding
+                     10,000 observed backfills (tracemalloc and RSS, in a fresh interpreter).
   operator-scale     the real operator process (`f1backfill operator`) against the API
                      emulator with 134, 1,000 and 10,000 YachtBackfills (one yacht of 3 rows
                      per CR, loaded with generate_series), MAX_CONCURRENT_JOBS=1 and no job
@@ -61,12 +64,13 @@ import psycopg2  # noqa: E402
 
 from f1backfill.admission import JobState, ObservedJob, decide  # noqa: E402
 from f1backfill.api import DriftStatus, job_name  # noqa: E402
-from f1backfill.builders.status import YachtFigures  # noqa: E402
+from f1backfill.builders.status import YachtFigures, status_patch  # noqa: E402
 from f1backfill.config import OperatorSettings  # noqa: E402
 from f1backfill.constants import PLURAL  # noqa: E402
 from f1backfill.controller.metrics import OperatorMetrics  # noqa: E402
 from f1backfill.controller.observe import observe_backfill  # noqa: E402
 from f1backfill.controller.reconciler import Reconciler  # noqa: E402
+from f1backfill.controller.runtime import configure_gc  # noqa: E402
 from f1backfill.localdb import LocalPostgres, free_port  # noqa: E402
 from f1backfill.samples import add_rows, add_yacht  # noqa: E402
 from tests.support.stack import backfill, running_stack  # noqa: E402
@@ -216,7 +220,12 @@ def one_decision(reconciler: Reconciler, backfills, jobs, work, figures) -> dict
     decided = time.perf_counter()
     desired = reconciler._desired(decision, backfills, figures)
     ended = time.perf_counter()
+    # The operator encodes each merge patch as it writes it; timed apart, for the record.
+    patches = [status_patch(d.backfill.status, d.status) for d in desired if d.changed]
+    encoded = time.perf_counter()
     return {"decide": decided - started, "desired": ended - decided, "total": ended - started,
+            "encode": encoded - ended, "with_patches": encoded - started,
+            "patches": sum(p is not None for p in patches),
             "decision": decision, "desired_items": desired}
 
 
@@ -238,8 +247,10 @@ def time_decisions(reconciler: Reconciler, backfills, jobs, work, figures, runs:
         "total_ms": median_ms("total"),
         "total_min_ms": round(1000 * min(s["total"] for s in samples), 1),
         "total_max_ms": round(1000 * max(s["total"] for s in samples), 1),
+        "encode_patches_ms": median_ms("encode"),
+        "total_with_patches_ms": median_ms("with_patches"),
         "admitted": len(last["decision"].admit),
-        "patches": sum(1 for d in last["desired_items"] if d.patch is not None),
+        "patches": last["patches"],
         "events": sum(len(d.events) for d in last["desired_items"]),
     }
 
@@ -305,8 +316,18 @@ def held_memory(count: int, args: argparse.Namespace) -> dict:
 
 
 def run_decision(args: argparse.Namespace) -> dict:
+    """In this process, with the garbage collector set as the operator sets it."""
+    default = gc.get_threshold()
+    configure_gc()
+    try:
+        return decisions(args)
+    finally:
+        gc.set_threshold(*default)
+
+
+def decisions(args: argparse.Namespace) -> dict:
     result: dict = {"max_concurrent_jobs": args.decision_slots, "runs": args.runs,
-                    "scales": {}}
+                    "gc_threshold": list(gc.get_threshold()), "scales": {}}
     for count in args.scales:
         f = fleet(count, args.seed, args.decision_slots)
         reconciler, work, figures = f["reconciler"], f["work"], f["figures"]
@@ -326,7 +347,8 @@ def run_decision(args: argparse.Namespace) -> dict:
                  "first_tick": first, "steady_tick": steady, "drift_recheck_tick": recheck}
         result["scales"][str(count)] = entry
         log(f"decision @ {count:,}: first tick {first['total_ms']} ms "
-            f"(decide {first['decide_ms']}, statuses {first['desired_statuses_ms']}), "
+            f"(decide {first['decide_ms']}, statuses {first['desired_statuses_ms']}; "
+            f"patches encoded at write {first['encode_patches_ms']}), "
             f"steady {steady['total_ms']} ms ({steady['patches']} patches), "
             f"after a drift re-check {recheck['total_ms']} ms ({recheck['patches']} patches)")
     largest = max(args.scales)
