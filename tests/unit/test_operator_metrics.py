@@ -44,3 +44,14 @@ def test_deleted_backfills_leave_no_series_behind():
     metrics.record_backfills([sample("kept", Phase.QUEUED, 1)])
     text = generate_latest(metrics.registry).decode()
     assert 'name="gone"' not in text and 'name="kept"' in text
+
+
+def test_a_per_yacht_gauge_has_a_series_only_while_its_value_is_not_zero():
+    metrics = OperatorMetrics()
+    metrics.set_sparse(metrics.dlq, 0, AURORA)
+    assert lines(metrics, "f1_dlq_unresolved") == []
+    metrics.set_sparse(metrics.dlq, 150, AURORA)
+    (line,) = lines(metrics, "f1_dlq_unresolved")
+    assert f'yacht_id="{AURORA}"' in line and line.endswith(" 150.0")
+    metrics.set_sparse(metrics.dlq, 0, AURORA)
+    assert lines(metrics, "f1_dlq_unresolved") == []

@@ -78,6 +78,7 @@ class OperatorMetrics:
             registry=r)
         self.backfills = BackfillCollector()
         r.register(self.backfills)
+        self._sparse: dict[Gauge, set[tuple[str, ...]]] = {}  # see set_sparse
         self.dlq = Gauge(
             "f1_dlq_unresolved", "Unresolved dead letters per yacht", ["yacht_id"], registry=r)
         self.drift = Gauge(
@@ -110,13 +111,14 @@ class OperatorMetrics:
     def set_sparse(self, gauge: Gauge, value: float, *labels: str) -> None:
         """Per-yacht gauges that are zero for most of a large fleet (dead letters, drift,
         queue depth) exist only while non-zero: an absent series reads as zero in the alert
-        rules, and 10,000 yachts do not cost 10,000 series each."""
+        rules, and 10,000 yachts do not cost 10,000 series each. The series set are
+        remembered, so the zeros of a large fleet cost a set lookup each, not a failed
+        removal."""
+        present = self._sparse.setdefault(gauge, set())
         if value:
             gauge.labels(*labels).set(value)
-        else:
-            self._remove(gauge, *labels)
-
-    @staticmethod
-    def _remove(gauge: Gauge, *labels: str) -> None:
-        with contextlib.suppress(KeyError):
-            gauge.remove(*labels)
+            present.add(labels)
+        elif labels in present:
+            present.discard(labels)
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
