@@ -311,7 +311,6 @@ class FieldReader:
         except SpecError:
             self.kwargs[name] = parse_time(value, path)  # raises, naming the field
 
-
     def quantity(self, name: str) -> None:
         """An int-or-string Kubernetes quantity, kept as written."""
         got = self._get(name, False)
