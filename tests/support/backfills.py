@@ -132,16 +132,3 @@ def job_body(
         body["metadata"]["deletionTimestamp"] = format_time(T0 + timedelta(hours=1))
     body["status"] = status or {}
     return body
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as the API server applies a status patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result

@@ -21,7 +21,8 @@ from f1backfill.builders.status import (
     status_patch,
 )
 from f1backfill.constants import ConditionType
-from tests.support.backfills import T0, backfill, job_of, merge_patch, settings
+from f1backfill.sandbox.patches import merge_patch
+from tests.support.backfills import T0, backfill, job_of, settings
 
 DEFAULTS = settings()
 THRESHOLDS = Thresholds(DEFAULTS.dlq_warning, DEFAULTS.dlq_critical)
