@@ -10,15 +10,7 @@ import pytest
 from kubernetes import client as k
 from kubernetes.client.exceptions import ApiException
 
-from tests.support import kubeapi_fixtures as fixtures
 from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
-
-# The emulator's fixtures, bound here so that pytest finds them in this module.
-crd = fixtures.crd
-k8s = fixtures.k8s
-kubeapi = fixtures.kubeapi
-kubeconfig = fixtures.kubeconfig
-namespace = fixtures.namespace
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -14,14 +14,7 @@ import pytest
 from kubernetes import client as k
 
 from f1backfill.sandbox.jobrunner import JobRunner
-from tests.support import kubeapi_fixtures as fixtures
 from tests.support.waiting import wait_for
-
-# The emulator's fixtures, bound here so that pytest finds them in this module.
-k8s = fixtures.k8s
-kubeapi = fixtures.kubeapi
-kubeconfig = fixtures.kubeconfig
-namespace = fixtures.namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k
 
-from tests.support import kubeapi_fixtures as fixtures
 from tests.support.kubeapi_fixtures import (
     GROUP,
     PEERING_CRDS,
@@ -21,14 +20,6 @@ from tests.support.kubeapi_fixtures import (
     yacht_backfill,
 )
 from tests.support.waiting import wait_for
-
-# The emulator's fixtures, bound here so that pytest finds them in this module.
-crd = fixtures.crd
-k8s = fixtures.k8s
-kubeapi = fixtures.kubeapi
-kubeconfig = fixtures.kubeconfig
-kubectl = fixtures.kubectl
-namespace = fixtures.namespace
 
 OPERATOR = textwrap.dedent("""
     from pathlib import Path

@@ -15,7 +15,6 @@ import yaml
 from kubernetes import client as k
 
 from f1backfill.sandbox import is_serving
-from tests.support import kubeapi_fixtures as fixtures
 from tests.support.kubeapi_fixtures import (
     GROUP,
     PEERING_CRDS,
@@ -25,14 +24,6 @@ from tests.support.kubeapi_fixtures import (
     yacht_backfill,
 )
 from tests.support.waiting import wait_for
-
-# The emulator's fixtures, bound here so that pytest finds them in this module.
-crd = fixtures.crd
-k8s = fixtures.k8s
-kubeapi = fixtures.kubeapi
-kubeconfig = fixtures.kubeconfig
-kubectl = fixtures.kubectl
-namespace = fixtures.namespace
 
 KOPF_CRDS = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/kopf"
 

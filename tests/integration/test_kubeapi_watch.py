@@ -13,16 +13,8 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from f1backfill.sandbox import KubeAPI
-from tests.support import kubeapi_fixtures as fixtures
 from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
 from tests.support.waiting import wait_for
-
-# The emulator's fixtures, bound here so that pytest finds them in this module.
-crd = fixtures.crd
-k8s = fixtures.k8s
-kubeapi = fixtures.kubeapi
-kubeconfig = fixtures.kubeconfig
-namespace = fixtures.namespace
 
 
 def make_config_maps(core, namespace):
