@@ -33,7 +33,7 @@ class Kube:
                  api: client.ApiClient | None = None) -> None:
         """`api`: a configured client; by default, the configuration `load_config` set."""
         self.namespaces = namespaces
-        api = api or client.ApiClient()
+        self.api = api = api or client.ApiClient()
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -86,11 +86,11 @@ class Kube:
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         if not self.namespaces:
             result = self.batch.list_job_for_all_namespaces(label_selector=selector)
-            return [client.ApiClient().sanitize_for_serialization(j) for j in result.items]
+            return [self.api.sanitize_for_serialization(j) for j in result.items]
         items: list[dict[str, Any]] = []
         for namespace in self.namespaces:
             result = self.batch.list_namespaced_job(namespace, label_selector=selector)
-            items += [client.ApiClient().sanitize_for_serialization(j) for j in result.items]
+            items += [self.api.sanitize_for_serialization(j) for j in result.items]
         return items
 
     def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
