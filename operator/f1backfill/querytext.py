@@ -11,15 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .errors import BackfillError
+from .errors import InvalidQuery
 
 # C0 and C1 control characters (NUL included) other than the whitespace we collapse.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _SPACE = re.compile(r"\s+")
-
-
-class InvalidQuery(BackfillError, ValueError):
-    """A query text that is refused: the message says why; nothing is stored."""
 
 
 def normalize_query(text: str, max_chars: int = 200) -> str:

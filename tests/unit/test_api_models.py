@@ -25,14 +25,13 @@ from f1backfill.api import (
     Progress,
     Provider,
     RateLimitSpec,
-    SpecError,
     Tier,
     format_time,
     job_name,
     parse_quantity,
     to_camel,
 )
-from f1backfill.errors import BackfillError
+from f1backfill.errors import BackfillError, SpecError
 from tests.support.crd import INVALID_SPECS, VALID_YACHT_ID
 
 T0 = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
+from f1backfill.errors import Cancelled
 from f1backfill.worker.breaker import BreakerState, CircuitBreaker
-from f1backfill.worker.ratelimit import Cancelled
 
 
 class Clock:

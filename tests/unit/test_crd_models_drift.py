@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from f1backfill.api import BackfillSpec, BackfillStatus, SpecError, to_camel
+from f1backfill.api import BackfillSpec, BackfillStatus, to_camel
+from f1backfill.errors import SpecError
 from tests.support.crd import (
     EXAMPLE_STATUS,
     INVALID_SPECS,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from f1backfill.querytext import InvalidQuery, contains_term, normalize_query
+from f1backfill.errors import InvalidQuery
+from f1backfill.querytext import contains_term, normalize_query
 
 
 @pytest.mark.parametrize("raw, normalized", [

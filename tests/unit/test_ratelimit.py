@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
+from f1backfill.errors import Cancelled
 from f1backfill.worker.ratelimit import (
-    Cancelled,
     RateLimiter,
     parse_duration,
     retry_after_seconds,

@@ -7,7 +7,6 @@ mapped by `to_camel`); tests/unit/test_crd_models_drift.py fails when they drift
 from ..constants import ConditionType, Phase
 from .fields import (
     Quantity,
-    SpecError,
     format_time,
     parse_quantity,
     parse_time,
@@ -58,7 +57,6 @@ __all__ = [
     "RateLimitSpec",
     "ResourceList",
     "ResourcesSpec",
-    "SpecError",
     "Tier",
     "format_time",
     "job_name",

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from ..errors import BackfillError
+from ..errors import SpecError
 
 # The patterns the CRD uses; the drift test checks they are the same strings.
 UUID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -41,15 +41,6 @@ Quantity = str | int
 
 E = TypeVar("E", bound=StrEnum)
 T = TypeVar("T")
-
-
-class SpecError(BackfillError, ValueError):
-    """A value of a YachtBackfill is invalid; `field` is its path, e.g. `spec.batchSize`."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
 
 
 def to_camel(name: str) -> str:

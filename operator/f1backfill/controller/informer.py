@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..admission import ObservedBackfill
+from ..errors import WatchFailed
 from .kube import Kube
 from .observe import observe_backfill
 
@@ -44,10 +45,6 @@ class BackfillSink(Protocol):
     def backfill_seen(self, backfill: ObservedBackfill) -> None: ...
 
     def backfill_gone(self, uid: str) -> None: ...
-
-
-class WatchFailed(Exception):
-    pass
 
 
 class BackfillInformer:

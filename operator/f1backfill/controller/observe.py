@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..admission import JobState, ObservedBackfill, ObservedJob
-from ..api import BackfillSpec, BackfillStatus, SpecError, parse_time
+from ..api import BackfillSpec, BackfillStatus, parse_time
 from ..builders.job import ANNOTATION_BACKFILL_UID, LABEL_ADMISSION
 from ..constants import GROUP, KIND, LABEL_YACHT_ID
+from ..errors import SpecError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from .ratelimit import Cancelled
+from ..errors import Cancelled
 
 
 class BreakerState(IntEnum):

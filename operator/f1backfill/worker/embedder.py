@@ -19,11 +19,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import (
+    AuthFailed,
+    Cancelled,
+    InvalidInput,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+    RequestTooLarge,
+)
 from . import providers as p
 from .breaker import CircuitBreaker
 from .metrics import WorkerMetrics
 from .queue import ClaimedRow, Failure
-from .ratelimit import Cancelled, RateLimiter, retry_after_seconds
+from .ratelimit import RateLimiter, retry_after_seconds
 from .textprep import (
     MAX_INPUTS_PER_REQUEST,
     MAX_TOKENS_PER_INPUT,
@@ -147,16 +157,16 @@ class Embedder:
             try:
                 with self.metrics.latency.time():
                     result = self.provider.embed([i.text for i in items])
-            except p.RateLimited as exc:
+            except RateLimited as exc:
                 self.limiter.settle(reservation, None)
                 self.limiter.observe_headers(exc.headers, sent_at)
                 self.limiter.pause(retry_after_seconds(exc.headers))
                 self.breaker.record_neutral()
                 self.metrics.requests.labels("rate_limited").inc()
                 continue  # a 429 costs the rows nothing
-            except (p.InvalidInput, p.RequestTooLarge) as exc:
+            except (InvalidInput, RequestTooLarge) as exc:
                 self.limiter.settle(reservation, None)
-                if isinstance(exc, p.InvalidInput):
+                if isinstance(exc, InvalidInput):
                     self.breaker.record_success()  # the provider is up and answering
                 else:
                     self.breaker.record_neutral()
@@ -168,16 +178,16 @@ class Embedder:
                 else:
                     outcome.failures.append(Failure(items[0].row, "invalid_input", str(exc)))
                 return
-            except p.AuthFailed:
+            except AuthFailed:
                 self.limiter.settle(reservation, None)
                 self.breaker.record_neutral()
                 self.metrics.requests.labels("error").inc()
                 raise
-            except (p.Transient, p.QuotaExhausted) as exc:
+            except (ProviderUnavailable, QuotaExhausted) as exc:
                 # The provider may have counted a request that timed out: keep the estimate.
                 self.limiter.settle(reservation, reservation.tokens)
                 self.metrics.requests.labels("error").inc()
-                if isinstance(exc, p.Transient):
+                if isinstance(exc, ProviderUnavailable):
                     self.breaker.record_failure()
                 failures += 1
                 if self._charge(items, exc, outcome):
@@ -212,7 +222,7 @@ class Embedder:
             else:
                 outcome.done.append((item.row, vector))
 
-    def _charge(self, items: list[Item], exc: p.ProviderError, outcome: Outcome) -> bool:
+    def _charge(self, items: list[Item], exc: ProviderError, outcome: Outcome) -> bool:
         """One more attempt for each row; rows out of attempts are dead-lettered.
 
         Returns True when no row is left to retry.

@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 
 from ..config import WorkerSettings
-from ..errors import SchemaMismatch
+from ..errors import AuthFailed, SchemaMismatch
 from .breaker import CircuitBreaker
 from .embedder import Embedder
 from .health import HealthServer, HealthState
 from .metrics import WorkerMetrics
-from .providers import AuthFailed, Provider, build_provider
+from .providers import Provider, build_provider
 from .queue import Queue
 from .ratelimit import RateLimiter
 from .textprep import TokenEstimator

@@ -1,6 +1,6 @@
 """Embedding providers: OpenAI (any OpenAI-compatible API) and an offline hash embedder.
 
-A provider turns a list of texts into vectors or raises one of the errors below; how to
+A provider turns a list of texts into vectors or raises a `ProviderError` (errors.py); how to
 react (wait, retry, bisect, dead-letter) is the embedder's business, not the provider's.
 """
 
@@ -15,68 +15,24 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import (
+    AuthFailed,
+    BadResponse,
+    InvalidInput,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+    RequestTooLarge,
+)
+
 
 @dataclass
 class EmbedResult:
     vectors: list[np.ndarray]
     tokens: int | None  # the provider's usage count; None when it reported none
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class ProviderError(Exception):
-    """Base of what a provider call can raise. `code` is the dead-letter error code."""
-
-    code = "provider_error"
-
-    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.headers = dict(headers or {})
-
-
-class RateLimited(ProviderError):
-    """429: wait and resend; never counts against a row."""
-
-    code = "rate_limit"
-
-
-class RequestTooLarge(ProviderError):
-    """429 'Request too large': the request must be split, waiting will not help."""
-
-    code = "rate_limit"
-
-
-class QuotaExhausted(ProviderError):
-    """429 insufficient_quota: billing, not pacing. Waiting will not help; it counts."""
-
-    code = "rate_limit"
-
-
-class InvalidInput(ProviderError):
-    """400: something in the request is refused; bisect to find the row."""
-
-    code = "invalid_input"
-
-
-class Transient(ProviderError):
-    """5xx or a broken connection: retry with backoff; feeds the circuit breaker."""
-
-    code = "provider_error"
-
-
-class Timeout(Transient):
-    code = "timeout"
-
-
-class BadResponse(Transient):
-    """A 200 that cannot be read (malformed JSON, missing vectors)."""
-
-    code = "bad_response"
-
-
-class AuthFailed(ProviderError):
-    """401/403: no row is at fault and no retry helps; the worker stops."""
-
-    code = "auth"
 
 
 class Provider(Protocol):
@@ -156,9 +112,10 @@ class OpenAIProvider:
                 input=texts, model=self.model, encoding_format="base64", **extra
             )
         except openai.APITimeoutError as exc:
-            raise Timeout("request timed out") from exc
+            raise ProviderTimeout("request timed out") from exc
         except openai.APIConnectionError as exc:
-            raise Transient(f"connection failed: {type(exc.__cause__ or exc).__name__}") from exc
+            cause = type(exc.__cause__ or exc).__name__
+            raise ProviderUnavailable(f"connection failed: {cause}") from exc
         except openai.RateLimitError as exc:
             raise _rate_limit_error(exc) from exc
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -167,10 +124,11 @@ class OpenAIProvider:
             raise InvalidInput(_message(exc), exc.response.headers) from exc
         except openai.APIStatusError as exc:
             if exc.status_code == 408:
-                raise Timeout(f"408: {_message(exc)}", exc.response.headers) from exc
+                raise ProviderTimeout(f"408: {_message(exc)}", exc.response.headers) from exc
             if exc.status_code in (404, 422) or 400 <= exc.status_code < 500:
                 raise InvalidInput(f"{exc.status_code}: {_message(exc)}") from exc
-            raise Transient(f"{exc.status_code}: {_message(exc)}", exc.response.headers) from exc
+            raise ProviderUnavailable(f"{exc.status_code}: {_message(exc)}",
+                                      exc.response.headers) from exc
         except openai.APIResponseValidationError as exc:
             raise BadResponse(f"unreadable response: {exc}") from exc
         headers = raw.headers

@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-
-class Cancelled(Exception):
-    """The wait was abandoned because the worker is shutting down."""
+from ..errors import Cancelled
 
 
 @dataclass
