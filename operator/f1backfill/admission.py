@@ -11,7 +11,7 @@ never two for one yacht, never one for a suspended or deleted backfill.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -38,6 +38,7 @@ class ObservedJob:
     reason: str = ""
     message: str = ""
     deleting: bool = False
+    resource_version: str = ""  # what was observed, exactly (empty: not from the API)
 
     @property
     def finished(self) -> bool:
@@ -99,14 +100,33 @@ def decide(
     *,
     max_concurrent_jobs: int,
     job_retries: int,
+    rerun: Collection[str] = (),
 ) -> Decision:
     """`work` maps a yacht id to its rows that still need an embedding (missing = unknown,
-    taken as none: a yacht the database has not reported on is not admitted)."""
+    taken as none: a yacht the database has not reported on is not admitted). `rerun` names
+    the backfills (by uid) asked to run again although they Succeeded: their dead letters
+    were replayed or their stale rows re-queued, which a person asked for."""
     decision = Decision()
     live = {b.uid: b for b in backfills if not b.deleting}
+    latest, busy_yachts = _index_jobs(jobs, live, decision)
+    candidates: list[ObservedBackfill] = []
+    for backfill in live.values():
+        verdict = _verdict(backfill, latest.get(backfill.uid), work, job_retries,
+                           rerun=backfill.uid in rerun)
+        decision.verdicts[backfill.uid] = verdict
+        if verdict.phase is Phase.QUEUED:
+            candidates.append(backfill)
+    candidates.sort(key=lambda b: order_key(b, work.get(b.spec.yacht_id, 0)))
+    _admit_in_order(candidates, decision, busy_yachts, max_concurrent_jobs)
+    return decision
+
+
+def _index_jobs(jobs: Iterable[ObservedJob], live: Mapping[str, ObservedBackfill],
+                decision: Decision) -> tuple[dict[str, ObservedJob], set[str]]:
+    """Each live backfill's latest Job and the yachts with an unfinished one; counts the
+    unfinished Jobs and marks the ones to stop."""
     latest: dict[str, ObservedJob] = {}
     busy_yachts: set[str] = set()
-
     for job in jobs:
         if job.deleting:
             continue
@@ -125,15 +145,12 @@ def decide(
             current = latest.get(owner.uid)
             if current is None or job.admission > current.admission:
                 latest[owner.uid] = job
+    return latest, busy_yachts
 
-    candidates: list[ObservedBackfill] = []
-    for backfill in live.values():
-        verdict = _verdict(backfill, latest.get(backfill.uid), work, job_retries)
-        decision.verdicts[backfill.uid] = verdict
-        if verdict.phase is Phase.QUEUED:
-            candidates.append(backfill)
 
-    candidates.sort(key=lambda b: order_key(b, work.get(b.spec.yacht_id, 0)))
+def _admit_in_order(candidates: list[ObservedBackfill], decision: Decision,
+                    busy_yachts: set[str], max_concurrent_jobs: int) -> None:
+    """Free slots go to the candidates in order, one per yacht; the rest get positions."""
     slots = max(0, max_concurrent_jobs - decision.running)
     position = 0
     for backfill in candidates:
@@ -152,12 +169,12 @@ def decide(
         position += 1
         waiting = ("another backfill of this yacht is running" if yacht in busy_yachts
                    else f"waiting for a free slot ({max_concurrent_jobs} at a time)")
-        if verdict.reason == "Retrying":  # keep why it waits again: its last Job failed
+        retrying = verdict.reason == "Retrying"
+        if retrying:  # keep why it waits again: its last Job failed
             waiting = f"{verdict.message}; {waiting}"
         decision.verdicts[backfill.uid] = replace(
-            verdict, queue_position=position,
-            reason="Retrying" if verdict.reason == "Retrying" else "Waiting", message=waiting)
-    return decision
+            verdict, queue_position=position, reason="Retrying" if retrying else "Waiting",
+            message=waiting)
 
 
 def _admissions(backfill: ObservedBackfill, job: ObservedJob | None) -> int:
@@ -167,71 +184,100 @@ def _admissions(backfill: ObservedBackfill, job: ObservedJob | None) -> int:
     return max(recorded, job.admission if job else 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What `_verdict` reads of one backfill, worked out once."""
+
+    spec: BackfillSpec
+    phase: Phase | None  # the stored phase (a rerun asked for reads as not Succeeded)
+    job: ObservedJob | None  # its latest Job
+    outstanding: int  # rows of its yacht still to embed
+    failed_jobs: int
+    reset: bool  # the spec changed since it ended: start afresh
+    reacting: bool  # its status still shows this Job admitted or running: news to count
+
+
 def _verdict(backfill: ObservedBackfill, job: ObservedJob | None, work: Mapping[str, int],
-             job_retries: int) -> Verdict:
+             job_retries: int, *, rerun: bool = False) -> Verdict:
     status = backfill.status
     failed_jobs = status.failed_jobs or 0
     if backfill.spec is None:
         return Verdict(Phase.FAILED, "InvalidSpec", backfill.spec_error, job=job,
                        failed_jobs=failed_jobs)
-    spec = backfill.spec
-    if spec.suspend:
+    if backfill.spec.suspend:
         return Verdict(Phase.SUSPENDED, "Suspended", "spec.suspend is true", job=job,
                        failed_jobs=failed_jobs)
-    outstanding = work.get(spec.yacht_id, 0)
+    phase = Phase.PENDING if rerun and status.phase is Phase.SUCCEEDED else status.phase
     # A spec changed after the backfill ended (fixed, re-prioritised, resumed) starts afresh.
     changed = status.observed_generation is not None and \
         status.observed_generation != backfill.generation
-    ended = status.phase in (Phase.FAILED, Phase.SUCCEEDED)
-    if changed and ended:
+    reset = changed and phase in (Phase.FAILED, Phase.SUCCEEDED)
+    reacting = (job is not None and job.name == status.job_name
+                and phase in (Phase.ADMITTED, Phase.RUNNING))
+    if reset:
         failed_jobs = 0
-    reset = changed and ended
-    known = job is not None and job.name == status.job_name
-    reacting = known and status.phase in (Phase.ADMITTED, Phase.RUNNING)
-
+    elif reacting and job.state is JobState.FAILED:
+        failed_jobs += 1  # counted once: the status written now leaves Running
+    seen = _Seen(spec=backfill.spec, phase=phase, job=job,
+                 outstanding=work.get(backfill.spec.yacht_id, 0), failed_jobs=failed_jobs,
+                 reset=reset, reacting=reacting)
     if job is not None and not job.finished:
-        phase = Phase.RUNNING if job.state is JobState.ACTIVE else Phase.ADMITTED
-        return Verdict(phase, "JobRunning" if phase is Phase.RUNNING else "JobCreated",
+        state = Phase.RUNNING if job.state is JobState.ACTIVE else Phase.ADMITTED
+        return Verdict(state, "JobRunning" if state is Phase.RUNNING else "JobCreated",
                        f"Job {job.name} is {job.state.value.lower()}", job=job,
-                       failed_jobs=failed_jobs)
+                       failed_jobs=seen.failed_jobs)
+    if job is not None and not reset:
+        ended = (_after_failed_job(seen, job, job_retries) if job.state is JobState.FAILED
+                 else _after_succeeded_job(seen, job))
+        if ended is not None:
+            return ended
+    return _without_job(seen, backfill.status)
 
-    if job is not None and job.state is JobState.FAILED and not reset:
-        if reacting:
-            failed_jobs += 1  # counted once: the status written now leaves Running
-        if failed_jobs > job_retries or (status.phase is Phase.FAILED and not reacting):
-            return Verdict(Phase.FAILED, job.reason or "JobFailed",
-                           f"Job {job.name} failed: {job.message or job.reason or 'unknown'}",
-                           job=job, failed_jobs=failed_jobs)
-        if outstanding:
-            return Verdict(Phase.QUEUED, "Retrying",
-                           f"Job {job.name} failed; retry {failed_jobs} of {job_retries}",
-                           job=job, failed_jobs=failed_jobs)
 
-    if job is not None and job.state is JobState.SUCCEEDED and not reset:
-        failed_jobs = 0
-        done_before = status.phase is Phase.SUCCEEDED and not reacting
-        if outstanding == 0:
-            return Verdict(Phase.SUCCEEDED, "QueueDrained",
-                           "every row of the yacht is embedded or dead-lettered", job=job)
-        if done_before and spec.mode is Mode.ONCE:
-            return Verdict(Phase.SUCCEEDED, "QueueDrained",
-                           f"completed; {outstanding} rows queued since (mode Once)", job=job)
-        return Verdict(Phase.QUEUED, "NewWork", f"{outstanding} rows to embed", job=job)
+def _after_failed_job(seen: _Seen, job: ObservedJob, job_retries: int) -> Verdict | None:
+    """Its latest Job failed (and is counted in `seen.failed_jobs`): retried, or the
+    backfill fails; None when there is nothing left to retry for."""
+    failed_jobs = seen.failed_jobs
+    if failed_jobs > job_retries or (seen.phase is Phase.FAILED and not seen.reacting):
+        return Verdict(Phase.FAILED, job.reason or "JobFailed",
+                       f"Job {job.name} failed: {job.message or job.reason or 'unknown'}",
+                       job=job, failed_jobs=failed_jobs)
+    if seen.outstanding:
+        return Verdict(Phase.QUEUED, "Retrying",
+                       f"Job {job.name} failed; retry {failed_jobs} of {job_retries}",
+                       job=job, failed_jobs=failed_jobs)
+    return None
 
-    if status.phase is Phase.SUCCEEDED and not reset and spec.mode is Mode.ONCE:
-        # Its Job is gone (ttlSecondsAfterFinished); the backfill stays done.
+
+def _after_succeeded_job(seen: _Seen, job: ObservedJob) -> Verdict:
+    """Its latest Job succeeded: done, unless rows came since and the mode takes them."""
+    if seen.outstanding == 0:
+        return Verdict(Phase.SUCCEEDED, "QueueDrained",
+                       "every row of the yacht is embedded or dead-lettered", job=job)
+    done_before = seen.phase is Phase.SUCCEEDED and not seen.reacting
+    if done_before and seen.spec.mode is Mode.ONCE:
+        return Verdict(Phase.SUCCEEDED, "QueueDrained",
+                       f"completed; {seen.outstanding} rows queued since (mode Once)", job=job)
+    return Verdict(Phase.QUEUED, "NewWork", f"{seen.outstanding} rows to embed", job=job)
+
+
+def _without_job(seen: _Seen, status: BackfillStatus) -> Verdict:
+    """No Job to go by (never admitted, or its Job is gone after ttlSecondsAfterFinished):
+    the stored phase says where it ended, the database whether there is work."""
+    job, reset = seen.job, seen.reset
+    if seen.phase is Phase.SUCCEEDED and not reset and seen.spec.mode is Mode.ONCE:
         return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed", job=job)
-    if status.phase is Phase.FAILED and not reset and failed_jobs > 0:
-        # Its failed Job is gone (ttlSecondsAfterFinished): the backfill stays failed, as
-        # it said, until its spec changes.
+    if seen.phase is Phase.FAILED and not reset and seen.failed_jobs > 0:
+        # Its failed Job is gone: the backfill stays failed, as it said, until its spec
+        # changes.
         failed = status.condition(ConditionType.FAILED)
         return Verdict(Phase.FAILED, failed.reason if failed else "JobFailed",
                        failed.message if failed else "its Jobs failed", job=job,
-                       failed_jobs=failed_jobs)
-    if outstanding:
-        return Verdict(Phase.QUEUED, "Waiting", f"{outstanding} rows to embed", job=job,
-                       failed_jobs=failed_jobs, reset=reset)
-    if status.phase is Phase.SUCCEEDED and not reset:
+                       failed_jobs=seen.failed_jobs)
+    if seen.outstanding:
+        return Verdict(Phase.QUEUED, "Waiting", f"{seen.outstanding} rows to embed", job=job,
+                       failed_jobs=seen.failed_jobs, reset=reset)
+    if seen.phase is Phase.SUCCEEDED and not reset:
         return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed; no new work", job=job)
     return Verdict(Phase.PENDING, "NoWork", "no rows of the yacht need an embedding",
-                   job=job, failed_jobs=failed_jobs, reset=reset)
+                   job=job, failed_jobs=seen.failed_jobs, reset=reset)

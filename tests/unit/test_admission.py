@@ -507,6 +507,16 @@ def test_a_failed_job_is_counted_once_and_retried() -> None:
     assert decision.verdicts[b.uid].failed_jobs == 1
 
 
+def test_a_failed_job_is_counted_even_when_no_row_is_left_to_retry_for() -> None:
+    b = backfill(status={"phase": "Running", "admissions": 1, "failedJobs": 0,
+                         "jobName": job_of(backfill()).name})
+    failed = job_of(b, 1, JobState.FAILED, reason="BackoffLimitExceeded")
+    decision = run([b], [failed], work={Y1: 0}, job_retries=2)
+    verdict = decision.verdicts[b.uid]
+    assert decision.admit == []
+    assert (verdict.phase, verdict.failed_jobs) == (Phase.PENDING, 1)
+
+
 def test_a_failed_job_waiting_for_a_slot_is_not_counted_again() -> None:
     b = backfill(yacht=1, spec={"tier": "standard"},
                  status={"phase": "Running", "admissions": 1, "failedJobs": 0,
