@@ -13,8 +13,6 @@ demo      the whole product in a local sandbox: no cluster, no key, no external 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import signal
 import sys
@@ -22,6 +20,7 @@ from collections.abc import Sequence
 
 from .config import WorkerSettings
 from .errors import BackfillError
+from .memory import configure_gc, limit_malloc_arenas
 
 
 def _setup_logging(level: str) -> None:
@@ -30,17 +29,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread its own malloc arena (up to eight per core); the worker's lanes
-    and the operator's client threads then fragment memory. Two arenas lower the peak RSS
-    (docs/benchmarks.md). Must run before any thread starts; a no-op off glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
-
-
-M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -63,7 +51,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "skip_object_types": tuple(args.skip_object_types.split(",")) if args.skip_object_types
         else None,
     }
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     settings = WorkerSettings.from_env(**overrides)
     if not settings.yacht_id:
         raise BackfillError("--yacht-id (or YACHT_ID) is required")
@@ -83,21 +71,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from .config import OperatorSettings
-    from .controller import handlers
-    from .controller.runtime import Runtime, configure_gc
+    from .controller import handlers  # noqa: F401 - registers the kopf handlers
+    from .controller.runtime import Runtime
 
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     configure_gc()
     settings = OperatorSettings.from_env()
     _setup_logging(settings.log_level)
-    # kopf logs every handler call at INFO ("Handler ... succeeded"): one line per watch
-    # event of every backfill and Job. Our reconciler logs the decisions that matter.
-    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.root.level))
     log = logging.getLogger("f1backfill.operator")
     log.info("operator starting with %s", settings.redacted())
     runtime = Runtime.create(settings)
-    handlers.RUNTIME = runtime
     kopf.run(
+        memo=kopf.Memo(runtime=runtime),
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         standalone=settings.standalone,

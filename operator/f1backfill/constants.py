@@ -31,14 +31,17 @@ LABEL_BACKFILL: Final = f"{GROUP}/backfill"
 LABEL_YACHT_ID: Final = f"{GROUP}/yacht-id"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "f1backfill-operator"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+WORKER_APP_NAME: Final = "f1backfill-worker"  # LABEL_NAME of the Jobs and their pods
+# On each Job: which admission of its backfill it runs (the N of job_name(..., N)).
+LABEL_ADMISSION: Final = f"{GROUP}/admission"
+# On each Job: its backfill's uid (names can be reused, uids cannot), which the operator
+# reads when a Job carries no controller ownerReference.
+ANNOTATION_BACKFILL_UID: Final = f"{GROUP}/backfill-uid"
 
-# kopf keeps its own bookkeeping (progress, last-handled configuration) under our group
-# rather than its default `kopf.zalando.org`, so `kubectl get -o yaml` shows whose it is.
-ANNOTATION_PREFIX: Final = GROUP
-FINALIZER: Final = f"{GROUP}/finalizer"
-
-# Set on a YachtBackfill to act on the yacht's dead letters once; the operator removes it
-# when done. `replay` re-queues them, `abandon` marks them resolved without re-embedding.
+# Set on a YachtBackfill to act on the yacht's dead letters once per new value (the value
+# acted on is recorded in status.dlq). `replay` re-queues them, `abandon` marks them
+# resolved without re-embedding.
 ANNOTATION_REPLAY_DEAD_LETTERS: Final = f"{GROUP}/replay-dead-letters"
 ANNOTATION_ABANDON_DEAD_LETTERS: Final = f"{GROUP}/abandon-dead-letters"
 
@@ -82,6 +85,10 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     DLQ_GROWING = "DLQGrowing"
     DRIFT = "Drift"
+    # kstatus' abnormal-true condition: a permanent error (a database never migrated, a
+    # request the API server refuses) blocks reconciliation until a person acts. Present
+    # only on a backfill that has been stalled; False again once a reconciliation passes.
+    STALLED = "Stalled"
 
 
 TIER_PRIORITY: Final[Mapping[str, int]] = MappingProxyType(

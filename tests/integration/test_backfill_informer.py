@@ -1,6 +1,6 @@
-"""The operator's YachtBackfill informer against the API emulator: a paged list, then the
-watch; a relist when the watch's resourceVersion has expired (410 Gone); one namespace's
-list leaves the others' backfills alone."""
+"""The operator's informers against the API emulator: a paged list, then the watch; a relist
+when the watch's resourceVersion has expired (410 Gone); one namespace's list leaves the
+others' objects alone; the Jobs of ours come the same way, and only those."""
 
 from __future__ import annotations
 
@@ -14,43 +14,43 @@ from typing import Any
 import kubernetes
 import pytest
 
-from f1backfill.admission import ObservedBackfill
-from f1backfill.controller.informer import BackfillInformer
+from f1backfill.admission import JobState
+from f1backfill.builders.job import build_job
+from f1backfill.controller.fleetcache import FleetCache, Table
+from f1backfill.controller.informer import Informer, watched_backfills, watched_jobs
 from f1backfill.controller.kube import Kube
-from f1backfill.controller.reconciler import FleetCache
+from f1backfill.controller.observe import observe_backfill
 from f1backfill.sandbox import KubeAPI
+from tests.support.backfills import settings
 from tests.support.kubeapi_fixtures import yacht_backfill
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class RecordingSink:
-    """A BackfillSink that keeps a FleetCache, as the reconciler does, and what it was told."""
+class RecordingSink(Table):
+    """The reconciler's table of backfills, recording what the informer told it."""
 
     def __init__(self) -> None:
-        self.cache = FleetCache()
+        super().__init__()
         self.lists: list[tuple[str | None, set[str]]] = []
-        self.seen: list[tuple[str, str]] = []  # (name, resourceVersion)
-        self.gone: list[str] = []
+        self.seen_items: list[tuple[str, str]] = []  # (name, resourceVersion)
+        self.gone_names: list[str] = []
 
-    def known_backfill(self, uid: str) -> ObservedBackfill | None:
-        return self.cache.backfills.get(uid)
+    def listed(self, namespace: str | None, items: dict) -> None:
+        self.lists.append((namespace, {b.name for b in items.values()}))
+        super().listed(namespace, items)
 
-    def backfills_listed(self, namespace: str | None,
-                         backfills: dict[str, ObservedBackfill]) -> None:
-        self.lists.append((namespace, {b.name for b in backfills.values()}))
-        self.cache.replace_backfills(namespace, backfills)
+    def seen(self, key, item) -> None:
+        self.seen_items.append((item.name, item.resource_version))
+        super().seen(key, item)
 
-    def backfill_seen(self, backfill: ObservedBackfill) -> None:
-        self.seen.append((backfill.name, backfill.resource_version))
-        self.cache.put_backfill(backfill)
-
-    def backfill_gone(self, uid: str) -> None:
-        self.gone.append(self.cache.backfills.pop(uid).name)
+    def gone(self, key) -> None:
+        self.gone_names.append(self[key].name)
+        super().gone(key)
 
     def names(self) -> set[str]:
-        return {b.name for b in self.cache.backfills.values()}
+        return {b.name for b in self.values()}
 
 
 class CountingKube(Kube):
@@ -64,14 +64,14 @@ class CountingKube(Kube):
         self.release_watch = threading.Event()
         self.release_watch.set()
 
-    def list_backfills_page(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def list_backfills_page(self, *args: Any) -> dict[str, Any]:
         self.pages += 1
-        return super().list_backfills_page(*args, **kwargs)
+        return super().list_backfills_page(*args)
 
-    def watch_backfills(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def watch_backfills(self, *args: Any) -> Iterator[dict[str, Any]]:
         self.watches += 1
         self.release_watch.wait(30)
-        return super().watch_backfills(*args, **kwargs)
+        return super().watch_backfills(*args)
 
 
 @pytest.fixture
@@ -105,10 +105,10 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def start(kube: Kube, loop: asyncio.AbstractEventLoop, namespaces: tuple[str, ...] = (),
-          **options: Any) -> tuple[BackfillInformer, RecordingSink]:
+          **options: Any) -> tuple[Informer, RecordingSink]:
     sink = RecordingSink()
-    informer = BackfillInformer(kube, namespaces, **options)
-    informer.start(loop, sink)
+    informer = Informer(watched_backfills(kube), sink, namespaces, **options)
+    informer.start(loop)
     return informer, sink
 
 
@@ -125,9 +125,10 @@ def test_the_first_list_comes_in_pages_and_then_the_watch_follows_every_change(a
         api.create(yacht_backfill("late", "fleet"))
         api.patch("yachtbackfills", "yacht-1", {"spec": {"priority": 900}}, namespace="fleet")
         api.delete("yachtbackfills", "yacht-2", namespace="fleet")
-        wait_for(lambda: "yacht-2" in sink.gone, message=lambda: f"{sink.seen} {sink.gone}")
+        wait_for(lambda: "yacht-2" in sink.gone_names,
+                 message=lambda: f"{sink.seen_items} {sink.gone_names}")
         assert sink.names() == {f"yacht-{n}" for n in range(7)} - {"yacht-2"} | {"late"}
-        patched = next(b for b in sink.cache.backfills.values() if b.name == "yacht-1")
+        patched = next(b for b in sink.values() if b.name == "yacht-1")
         assert patched.spec.priority == 900
         assert kube.pages == 3  # no list again: the watch carried it all
     finally:
@@ -137,17 +138,49 @@ def test_the_first_list_comes_in_pages_and_then_the_watch_follows_every_change(a
 def test_a_watch_event_of_a_version_already_cached_reuses_the_cached_object(api, kube, loop):
     api.create(yacht_backfill("aurora", "fleet"))
     informer, sink = start(kube, loop)
+    cache = FleetCache()
+    cache.backfills = sink
     try:
         wait_for(lambda: informer.synced)
-        before = next(iter(sink.cache.backfills.values()))
-        # Our own status write: the reconciler caches the response; the watch brings the same
-        # version again, which must not cost a second parsed copy.
+        (uid,) = sink
+        # Our own status write: the reconciler stores the response (on the event loop, as
+        # the operator does); the watch brings the same version again, in whichever order,
+        # which must not leave a second parsed copy.
         body = api.patch("yachtbackfills", "aurora", {"status": {"phase": "Queued"}},
                          namespace="fleet", subresource="status")
-        sink.cache.apply_backfill(body)
-        cached = sink.cache.backfills[before.uid]
-        wait_for(lambda: sink.seen, message="the watch event of the status write")
-        assert sink.cache.backfills[before.uid] is cached
+        stored = asyncio.run_coroutine_threadsafe(_on_loop(cache.apply_backfill, body),
+                                                  loop).result(5)
+        wait_for(lambda: ("aurora", body["metadata"]["resourceVersion"]) in sink.seen_items,
+                 message="the watch event of the status write")
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)  # delivered
+        assert sink[uid] is stored
+    finally:
+        informer.stop()
+
+
+async def _on_loop(function, *args):
+    return function(*args)
+
+
+def test_the_jobs_informer_holds_the_jobs_of_ours_only(api, kube, loop):
+    owner = observe_backfill(api.create(yacht_backfill("aurora", "fleet")))
+    ours = build_job(owner, 1, settings())
+    api.create(ours)
+    api.create({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "someone-elses", "namespace": "fleet"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "c", "image": "busybox"}]}}}})
+    sink = Table()
+    informer = Informer(watched_jobs(kube), sink, ("fleet",))
+    informer.start(loop)
+    try:
+        wait_for(lambda: informer.synced)
+        assert list(sink) == [("fleet", ours["metadata"]["name"])]
+        api.patch("jobs", ours["metadata"]["name"], {"status": {"active": 1}},
+                  namespace="fleet", subresource="status")
+        wait_for(lambda: sink[("fleet", ours["metadata"]["name"])].state is JobState.ACTIVE)
+        api.delete("jobs", ours["metadata"]["name"], namespace="fleet")
+        wait_for(lambda: not sink)
     finally:
         informer.stop()
 
@@ -167,7 +200,7 @@ def test_an_expired_watch_lists_again_and_the_cache_matches_the_cluster(api, kub
         kube.release_watch.set()
         wait_for(lambda: len(sink.lists) == 2, message=lambda: f"lists: {sink.lists}")
         assert sink.names() == {"kept", "created-meanwhile"}
-        kept = next(b for b in sink.cache.backfills.values() if b.name == "kept")
+        kept = next(b for b in sink.values() if b.name == "kept")
         assert kept.resource_version == api.get("yachtbackfills", "kept", "fleet")[
             "metadata"]["resourceVersion"]
         assert kube.watches >= 2  # the expired one, then one from the new list

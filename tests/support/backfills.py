@@ -103,7 +103,6 @@ def backfill_body(
             "generation": generation,
             "resourceVersion": "4711",
             "creationTimestamp": format_time(T0),
-            "finalizers": ["f1cortex.io/finalizer"],
         },
         "spec": {"yachtId": yacht_id(1)} if spec is None else spec,
     }

@@ -121,12 +121,13 @@ class Stack:
 
 @contextmanager
 def running_stack(pg_server, tmp_path: Path, *, fake: FakeOpenAI | None = None,
-                  **operator_env: str) -> Iterator[Stack]:
+                  migrated: bool = True, **operator_env: str) -> Iterator[Stack]:
     name = f"e2e_{uuid.uuid4().hex[:10]}"
     database_url = pg_server.create_database(name)
     from f1backfill.db.migrate import migrate
 
-    migrate(database_url)
+    if migrated:
+        migrate(database_url)
     own_fake = fake is None
     fake = fake or FakeOpenAI().start()
     api = KubeAPI().start()

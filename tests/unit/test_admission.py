@@ -487,6 +487,21 @@ def test_a_succeeded_once_backfill_stays_succeeded_when_new_work_arrives(
 
 
 @pytest.mark.parametrize("job_kept", [True, False], ids=["job-kept", "job-expired"])
+def test_a_succeeded_once_backfill_asked_to_run_again_is_admitted_for_its_new_work(
+        job_kept: bool) -> None:
+    # Its dead letters were replayed, or drift.autoRequeue re-queued its stale rows.
+    b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "admissions": 1,
+                                                "observedGeneration": 1})
+    jobs = [job_of(b, 1, JobState.SUCCEEDED)] if job_kept else []
+    decision = decide([b], jobs, {Y1: 3}, max_concurrent_jobs=1, job_retries=1,
+                      rerun={b.uid})
+    assert decision.admit == [(b, 2)]
+    nothing = decide([b], jobs, {Y1: 0}, max_concurrent_jobs=1, job_retries=1,
+                     rerun={b.uid})
+    assert nothing.admit == [] and nothing.verdicts[b.uid].phase is not Phase.QUEUED
+
+
+@pytest.mark.parametrize("job_kept", [True, False], ids=["job-kept", "job-expired"])
 def test_a_succeeded_continuous_backfill_is_queued_again_when_new_work_arrives(
         job_kept: bool) -> None:
     b = backfill(spec={"mode": "Continuous"},

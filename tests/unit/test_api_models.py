@@ -467,14 +467,13 @@ def test_phases_and_condition_types_are_the_designed_ones() -> None:
         "Suspended",
         "DLQGrowing",
         "Drift",
+        "Stalled",
     ]
 
 
-def test_labels_annotations_and_finalizer_live_under_our_group() -> None:
+def test_labels_and_annotations_live_under_our_group() -> None:
     assert constants.LABEL_BACKFILL == "f1cortex.io/backfill"
     assert constants.LABEL_YACHT_ID == "f1cortex.io/yacht-id"
     assert constants.LABEL_MANAGED_BY == "app.kubernetes.io/managed-by"
-    assert constants.FINALIZER == "f1cortex.io/finalizer"
     assert constants.ANNOTATION_REPLAY_DEAD_LETTERS == "f1cortex.io/replay-dead-letters"
-    assert constants.ANNOTATION_PREFIX == constants.GROUP
     assert constants.API_VERSION == "f1cortex.io/v1alpha1"

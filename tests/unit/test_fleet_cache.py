@@ -1,13 +1,14 @@
-"""The reconciler's cache of observed backfills: what a status write and a list leave in it."""
+"""The reconciler's cache of observed backfills and Jobs: what writes, lists and watch events
+leave in it."""
 
 from __future__ import annotations
 
 from f1backfill.admission import Verdict
 from f1backfill.api import Phase
 from f1backfill.builders.status import Thresholds, YachtFigures, build_status
-from f1backfill.controller.observe import observe_backfill
-from f1backfill.controller.reconciler import FleetCache
-from tests.support.backfills import T0, backfill_body
+from f1backfill.controller.fleetcache import FleetCache
+from f1backfill.controller.observe import observe_backfill, observe_job
+from tests.support.backfills import T0, backfill_body, job_body
 
 QUEUED = Verdict(phase=Phase.QUEUED, queue_position=1, reason="Queued", message="waiting")
 
@@ -42,15 +43,38 @@ def test_a_namespace_list_replaces_that_namespace_only():
     cache = FleetCache()
     for name, namespace, uid in (("kept", "fleet", "u1"), ("gone", "fleet", "u2"),
                                  ("elsewhere", "other", "u3")):
-        cache.put_backfill(observe_backfill(backfill_body(name, namespace, uid=uid)))
+        cache.backfills.seen(uid, observe_backfill(backfill_body(name, namespace, uid=uid)))
     listed = observe_backfill(backfill_body("new", "fleet", uid="u4"))
-    cache.replace_backfills("fleet", {"u1": cache.backfills["u1"], "u4": listed})
+    cache.backfills.listed("fleet", {"u1": cache.backfills["u1"], "u4": listed})
     assert sorted(b.name for b in cache.backfills.values()) == ["elsewhere", "kept", "new"]
 
 
 def test_a_cluster_wide_list_replaces_everything():
     cache = FleetCache()
-    cache.put_backfill(observe_backfill(backfill_body("gone", "fleet", uid="u1")))
+    cache.backfills.seen("u1", observe_backfill(backfill_body("gone", "fleet", uid="u1")))
     listed = observe_backfill(backfill_body("new", "other", uid="u2"))
-    cache.replace_backfills(None, {"u2": listed})
+    cache.backfills.listed(None, {"u2": listed})
     assert [b.name for b in cache.backfills.values()] == ["new"]
+
+
+def test_every_change_an_informer_delivers_wakes_the_reconciler_and_a_repeat_does_not():
+    wakes = []
+    cache = FleetCache(on_change=lambda: wakes.append(1))
+    backfill = observe_backfill(backfill_body("aurora", "fleet", uid="u1"))
+    cache.backfills.listed("fleet", {})
+    cache.backfills.seen("u1", backfill)
+    cache.backfills.seen("u1", backfill)  # the same object again: nothing new
+    cache.backfills.gone("u1")
+    cache.backfills.gone("u1")  # already gone
+    assert len(wakes) == 3
+
+
+def test_jobs_are_held_by_namespace_and_name_and_listed_per_namespace():
+    cache = FleetCache()
+    mine = observe_job(job_body(observe_backfill(backfill_body(uid="u1"))))
+    cache.jobs.listed("fleet", {("fleet", mine.name): mine})
+    assert cache.jobs.known(("fleet", mine.name)) is mine
+    cache.jobs.listed("other", {})
+    assert list(cache.jobs) == [("fleet", mine.name)]
+    cache.jobs.listed("fleet", {})
+    assert not cache.jobs

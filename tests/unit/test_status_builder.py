@@ -13,11 +13,14 @@ from f1backfill.admission import JobState, ObservedBackfill, Verdict
 from f1backfill.api import BackfillStatus, DriftStatus, Phase
 from f1backfill.api.status import CONDITION_REASON_PATTERN
 from f1backfill.builders.status import (
+    NO_ACTIONS,
+    Actions,
     EventNote,
     Thresholds,
     YachtFigures,
     build_status,
     format_eta,
+    stalled_status,
     status_patch,
 )
 from f1backfill.constants import ConditionType
@@ -45,12 +48,17 @@ CONDITION_TYPES = {"Admitted", "Running", "Complete", "Failed", "Suspended", "DL
 
 def step(b: ObservedBackfill, verdict: Verdict, figures: YachtFigures | None = None, *,
          minutes: int = 0, rate: float | None = None, drift: DriftStatus | None = None,
-         job_name: str | None = JOB) -> tuple[ObservedBackfill, list[EventNote]]:
+         job_name: str | None = JOB, actions: Actions = NO_ACTIONS,
+         ) -> tuple[ObservedBackfill, list[EventNote]]:
     """Build the status, store it as the cluster would (JSON, to the second) and observe it."""
     status, events = build_status(b, verdict, figures, rate=rate, drift=drift,
                                   thresholds=THRESHOLDS, job_name=job_name,
-                                  now=T0 + timedelta(minutes=minutes))
-    return replace(b, status=BackfillStatus.from_dict(status.to_dict())), events
+                                  now=T0 + timedelta(minutes=minutes), actions=actions)
+    return stored(b, status), events
+
+
+def stored(b: ObservedBackfill, status: BackfillStatus) -> ObservedBackfill:
+    return replace(b, status=BackfillStatus.from_dict(status.to_dict()))
 
 
 def running() -> ObservedBackfill:
@@ -267,6 +275,54 @@ def test_no_drift_reading_keeps_the_last_one() -> None:
     assert conditions(kept)["Drift"] == ("True", "StaleRows") and events == []
     fresh, _ = step(backfill(), RUNNING, drift=None)
     assert fresh.status.condition(ConditionType.DRIFT) is None
+
+
+# --- What a tick did besides deciding: annotations, drift re-queues -------------------------------
+
+
+def test_dead_letters_acted_on_are_recorded_and_announced_once() -> None:
+    b, events = step(running(), RUNNING, actions=Actions(replayed="1700000000",
+                                                         replayed_count=7))
+    assert b.status.dlq.replayed == "1700000000"
+    assert kinds(events) == [("Normal", "DeadLettersReplayed")]
+    assert events[0].message == ("re-queued 7 dead letters of the yacht "
+                                 "(f1cortex.io/replay-dead-letters=1700000000)")
+    b, events = step(b, RUNNING, minutes=1)  # the next tick acts on nothing
+    assert (b.status.dlq.replayed, events) == ("1700000000", [])
+    b, events = step(b, RUNNING, actions=Actions(abandoned="x", abandoned_count=0))
+    assert (b.status.dlq.replayed, b.status.dlq.abandoned) == ("1700000000", "x")
+    assert kinds(events) == [("Normal", "DeadLettersAbandoned")]
+
+
+def test_stale_rows_requeued_by_drift_are_announced() -> None:
+    _, events = step(running(), RUNNING, actions=Actions(requeued_stale=3))
+    assert kinds(events) == [("Normal", "DriftRequeued")]
+    assert events[0].message == "re-queued 3 stale rows for embedding (drift.autoRequeue)"
+
+
+# --- Stalled: a permanent error blocks reconciliation -------------------------------------------
+
+
+def test_a_stall_sets_only_its_condition_and_warns_once_per_reason() -> None:
+    b, _ = step(running(), RUNNING)
+    status, events = stalled_status(b, "SchemaNotReady", "run `f1backfill migrate`", T0)
+    assert kinds(events) == [("Warning", "Stalled")]
+    assert status.phase is Phase.RUNNING and status.progress == b.status.progress
+    stalled = stored(b, status)
+    assert conditions(stalled)["Stalled"] == ("True", "SchemaNotReady")
+    again, events = stalled_status(stalled, "SchemaNotReady", "run `f1backfill migrate`", T0)
+    assert events == [] and again == stalled.status
+    _, events = stalled_status(stalled, "KubeRefused", "403 Forbidden", T0)
+    assert kinds(events) == [("Warning", "Stalled")]
+
+
+def test_the_next_status_built_clears_a_stall_and_a_backfill_never_stalled_has_no_such_condition(
+) -> None:
+    b, _ = step(running(), RUNNING)
+    assert "Stalled" not in conditions(b)
+    status, _ = stalled_status(b, "SchemaNotReady", "run `f1backfill migrate`", T0)
+    b, _ = step(stored(b, status), RUNNING, minutes=1)
+    assert conditions(b)["Stalled"] == ("False", "Reconciled")
 
 
 # --- Progress, rate, ETA ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ The operator builds a `BackfillStatus` and patches `status.to_dict()` into the C
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..constants import PRIORITY_MAX, PRIORITY_MIN, ConditionType, Phase
+from ..memory import shared
 from .fields import FieldReader, changed_camel_fields, to_camel_dict
 
 # metav1.Condition's own validation, which the CRD repeats.
@@ -60,7 +60,7 @@ class Condition:
         # Types, reasons and most messages repeat across a fleet's statuses (each backfill
         # has seven conditions): one string object each, not one per condition.
         for name in ("type", "reason", "message"):
-            r.kwargs[name] = sys.intern(r.kwargs[name])
+            r.kwargs[name] = shared(r.kwargs[name])
         return cls(**r.kwargs)
 
     @property

@@ -8,17 +8,18 @@ from ..admission import ObservedBackfill
 from ..api import job_name
 from ..config import OperatorSettings
 from ..constants import (
+    ANNOTATION_BACKFILL_UID,
     API_VERSION,
-    GROUP,
     KIND,
+    LABEL_ADMISSION,
     LABEL_BACKFILL,
     LABEL_MANAGED_BY,
+    LABEL_NAME,
     LABEL_YACHT_ID,
     MANAGED_BY,
+    WORKER_APP_NAME,
 )
 
-LABEL_ADMISSION = f"{GROUP}/admission"
-ANNOTATION_BACKFILL_UID = f"{GROUP}/backfill-uid"
 WORKER_PORT = 8080
 
 
@@ -45,7 +46,7 @@ def job_labels(backfill: ObservedBackfill, admission: int) -> dict[str, str]:
         LABEL_YACHT_ID: backfill.spec.yacht_id,
         LABEL_ADMISSION: str(admission),
         LABEL_MANAGED_BY: MANAGED_BY,
-        "app.kubernetes.io/name": "f1backfill-worker",
+        LABEL_NAME: WORKER_APP_NAME,
     }
 
 

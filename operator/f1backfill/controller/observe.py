@@ -9,8 +9,7 @@ from typing import Any
 
 from ..admission import JobState, ObservedBackfill, ObservedJob
 from ..api import BackfillSpec, BackfillStatus, parse_time
-from ..builders.job import ANNOTATION_BACKFILL_UID, LABEL_ADMISSION
-from ..constants import GROUP, KIND, LABEL_YACHT_ID
+from ..constants import ANNOTATION_BACKFILL_UID, GROUP, KIND, LABEL_ADMISSION, LABEL_YACHT_ID
 from ..errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,7 @@ def observe_job(body: Mapping[str, Any]) -> ObservedJob | None:
         reason=reason,
         message=message,
         deleting=bool(meta.get("deletionTimestamp")),
+        resource_version=str(meta.get("resourceVersion") or ""),
     )
 
 

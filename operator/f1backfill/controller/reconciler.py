@@ -1,64 +1,67 @@
 """The fleet reconciler: one decision for the whole fleet per tick, level-based.
 
-The backfill informer (every YachtBackfill) and kopf's Job watch (every Job of ours) feed
-`FleetCache` and wake the loop; a timer makes sure progress is re-read every `tick_seconds`
-even when nothing in the cluster moves. Each tick reads the database once (grouped by
-yacht), decides with the pure `admission.decide`, then acts: deletes Jobs that must stop,
-creates Jobs that were admitted (deterministic names: a repeat is a 409, adopted), and
-writes each backfill's status only when it changed, with an Event per transition.
+Two informers (YachtBackfills, and the Jobs of ours) feed the `FleetCache` and wake the
+loop; a timer makes sure progress is re-read every `tick_seconds` even when nothing in the
+cluster moves. Each tick acts on what users asked through annotations and drift settings,
+reads the database once (grouped by yacht), decides with the pure `admission.decide`,
+then acts: deletes Jobs that must stop, creates Jobs that were admitted (deterministic
+names: a repeat is a 409, adopted), and writes each backfill's status, built by
+`build_status` only, when it changed, with an Event per transition.
 
-Only the replica that kopf's peering lets run acts (see `PeeringGate`): two replicas never
+A failed tick is one log line. A transient failure (the database or the API server away
+for a while) is retried with a growing backoff; a permanent one (a database never
+migrated, a request the API server refuses) is also reported on every backfill as the
+condition `Stalled`, so `kubectl describe` says what blocks it.
+
+Only the replica that kopf's peering lets run acts (see `peering.py`): two replicas never
 both admit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import gc
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
-from ..admission import Decision, ObservedBackfill, ObservedJob, Verdict, decide
+from ..admission import Decision, ObservedBackfill, Verdict, decide
 from ..api import BackfillStatus, DriftStatus, Phase, job_name
 from ..builders.job import build_job
 from ..builders.status import (
     DRIFT_STAMP_REFRESH,
+    NO_ACTIONS,
+    Actions,
     EventNote,
     Thresholds,
     YachtFigures,
     build_status,
+    stalled_status,
     status_patch,
 )
 from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
 from ..db.fleet import DriftProbe, FleetDatabase
-from .informer import BackfillInformer
+from ..errors import BackfillError, PermanentError, TransientError
+from ..memory import release_memory
+from .fleetcache import FleetCache
+from .informer import Informer, watched_backfills, watched_jobs
 from .kube import Kube
 from .metrics import BackfillSample, OperatorMetrics
-from .observe import observe_backfill, observe_job
+from .observe import observe_job
+from .peering import PeeringGate
+from .rates import RateTracker
 
 log = logging.getLogger(__name__)
-
-RATE_WINDOW_SECONDS = 300.0
-
 
 STATUS_WRITERS = 8
 # A tick that wrote this many statuses (the first one of a large fleet) leaves megabytes of
 # freed response bodies behind; hand them back to the system rather than keep the peak.
 RELEASE_AFTER_WRITES = 500
-
-
-def release_memory() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+# After a failed tick the next comes later and later: tick_seconds, doubled per failure,
+# capped here. Nothing is retried in a tight loop while a database or API server is away.
+MAX_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,111 +76,14 @@ class Desired:
     inputs: tuple  # what the status was built from (see Reconciler._desired)
 
 
-class FleetCache:
-    """What the watch streams have shown: backfills by uid, our Jobs by (namespace, name)."""
+@dataclass(frozen=True)
+class Write:
+    """A status to patch into the cluster, and the Events to post once it is written."""
 
-    def __init__(self) -> None:
-        self.backfills: dict[str, ObservedBackfill] = {}
-        self.jobs: dict[tuple[str, str], ObservedJob] = {}
-
-    def put_backfill(self, backfill: ObservedBackfill) -> None:
-        self.backfills[backfill.uid] = backfill
-
-    def apply_backfill(self, body: Mapping[str, Any],
-                       written: BackfillStatus | None = None) -> None:
-        """A backfill's body as the API server returned it after a status write. When its
-        status reads as `written` (the status just sent), that object is kept instead of a
-        copy: after the first tick of a large fleet the two would double the cache."""
-        backfill = observe_backfill(body)
-        if written is not None and backfill.status == written:
-            backfill = replace(backfill, status=written)
-        self.put_backfill(backfill)
-
-    def replace_backfills(self, namespace: str | None,
-                          backfills: dict[str, ObservedBackfill]) -> None:
-        """Every backfill of `namespace` (of all namespaces: None), as a list showed them."""
-        if namespace is None:
-            self.backfills = dict(backfills)
-            return
-        for uid in [uid for uid, b in self.backfills.items() if b.namespace == namespace]:
-            if uid not in backfills:
-                del self.backfills[uid]
-        self.backfills.update(backfills)
-
-    def apply_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
-        job = observe_job(body)
-        if event_type == "DELETED" or job is None:
-            self.jobs.pop(key, None)
-        else:
-            self.jobs[key] = job
-
-    def replace_jobs(self, jobs: list[dict]) -> None:
-        self.jobs = {}
-        for body in jobs:
-            self.apply_job(None, body)
-
-
-class PeeringGate:
-    """Acts only when kopf's peering would let this replica process events.
-
-    kopf pauses a replica while a live peer has a higher (or the same) priority; its event
-    handlers stop, but a background loop like ours would not notice. So the loop applies
-    kopf's own rule to the peering object kopf maintains: our identity registered, no other
-    live peer at our priority or above.
-    """
-
-    def __init__(self, kube: Kube, settings: OperatorSettings, identity: str,
-                 priority: int) -> None:
-        self.kube = kube
-        self.settings = settings
-        self.identity = identity
-        self.priority = priority
-
-    def active(self) -> bool:
-        if self.settings.standalone:
-            return True
-        namespace = self.settings.namespaces[0] if self.settings.namespaces else None
-        body = self.kube.get_peering(self.settings.peering_name, namespace)
-        peers = (body or {}).get("status") or {}
-        if self.identity not in peers:
-            return False  # kopf has not announced us yet
-        now = datetime.now(UTC)
-        for identity, info in peers.items():
-            if identity == self.identity or not isinstance(info, dict):
-                continue
-            try:
-                seen = datetime.fromisoformat(str(info.get("lastseen")))
-                alive = (now - seen).total_seconds() < float(info.get("lifetime", 60))
-            except ValueError:
-                alive = True
-            if alive and int(info.get("priority", 0)) >= self.priority:
-                return False
-        return True
-
-
-class RateTracker:
-    """Rows embedded per minute over the last few minutes, per backfill (display only)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._samples: dict[str, deque[tuple[float, int]]] = {}
-
-    def observe(self, uid: str, embedded: int) -> float | None:
-        now = self._clock()
-        samples = self._samples.setdefault(uid, deque())
-        samples.append((now, embedded))
-        while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_SECONDS:
-            samples.popleft()
-        (t0, e0), (t1, e1) = samples[0], samples[-1]
-        if t1 - t0 < 1.0 or e1 < e0:
-            return None
-        return (e1 - e0) * 60.0 / (t1 - t0)
-
-    def forget(self, present: set[str]) -> None:
-        for uid in set(self._samples) - present:
-            del self._samples[uid]
+    backfill: ObservedBackfill
+    status: BackfillStatus
+    events: list[EventNote]
+    inputs: tuple | None = None  # a Desired's inputs, remembered if nothing needs writing
 
 
 def drift_inputs(old: DriftStatus | None, new: DriftStatus | None, now: datetime) -> tuple:
@@ -201,80 +107,97 @@ def skipped_types(backfills: list[ObservedBackfill]) -> dict[str, frozenset[str]
     return skipped
 
 
+def backoff_seconds(tick_seconds: float, failures: int) -> float:
+    return min(MAX_BACKOFF_SECONDS, tick_seconds * 2 ** max(0, failures - 1))
+
+
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, db: FleetDatabase,
                  metrics: OperatorMetrics, gate: PeeringGate,
-                 informer: BackfillInformer | None = None) -> None:
+                 informers: Iterable[Informer] = ()) -> None:
         self.settings = settings
-        self.informer = informer
         self.kube = kube
         self.db = db
         self.metrics = metrics
         self.gate = gate
-        self.cache = FleetCache()
+        self._wake = asyncio.Event()
+        self.cache = FleetCache(on_change=self._wake.set)
+        self.informers = list(informers)
         self.rates = RateTracker()
         self.drift: dict[str, DriftStatus] = {}  # by yacht id
         self._drift_due = 0.0
-        self._wake = asyncio.Event()
         # Per backfill: the inputs of a status that needed no write, to skip rebuilding it.
         self._last_inputs: dict[str, tuple] = {}
         self.active = False
         self.last_tick: float | None = None
         self.ticks = 0
+        self.failures = 0  # ticks failed in a row
 
-    # -- fed by the backfill informer (a BackfillSink) ---------------------------------------
-    def known_backfill(self, uid: str) -> ObservedBackfill | None:
-        return self.cache.backfills.get(uid)
+    def watch(self, kube: Kube, namespaces: tuple[str, ...]) -> None:
+        """Feed the cache from two informers (started by `run`): YachtBackfills, and the
+        Jobs of ours."""
+        self.informers = [Informer(watched_backfills(kube), self.cache.backfills, namespaces),
+                          Informer(watched_jobs(kube), self.cache.jobs, namespaces)]
 
-    def backfills_listed(self, namespace: str | None,
-                         backfills: dict[str, ObservedBackfill]) -> None:
-        self.cache.replace_backfills(namespace, backfills)
-        self._wake.set()
-
-    def backfill_seen(self, backfill: ObservedBackfill) -> None:
-        if self.cache.backfills.get(backfill.uid) is not backfill:
-            self.cache.put_backfill(backfill)
-            self._wake.set()
-
-    def backfill_gone(self, uid: str) -> None:
-        self.cache.backfills.pop(uid, None)
-        self._wake.set()
-
-    # -- fed by kopf's handler ---------------------------------------------------------------
-    def on_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self.cache.apply_job(event_type, body)
-        self._wake.set()
+    @property
+    def synced(self) -> bool:
+        """Every informer has listed its kind once: the cache holds the whole fleet."""
+        return all(informer.synced for informer in self.informers)
 
     def wake(self) -> None:
         self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stopped: asyncio.Event) -> None:
-        if self.informer is not None:
-            self.informer.start(asyncio.get_running_loop(), self)
+        loop = asyncio.get_running_loop()
+        for informer in self.informers:
+            informer.start(loop)
         try:
             await self._loop(stopped)
         finally:
-            if self.informer is not None:
-                self.informer.stop()
+            for informer in self.informers:
+                informer.stop()
 
     async def _loop(self, stopped: asyncio.Event) -> None:
         while not stopped.is_set():
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A failed tick (API or database blip) is retried at the next one; the
-                # decision is rebuilt from scratch, so nothing half-done is remembered.
-                log.exception("reconciliation failed; retrying")
+            wait = await self._tick_once()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_seconds)
+                if self.failures:  # backing off: watch events do not cut the wait short
+                    await asyncio.wait_for(stopped.wait(), timeout=wait)
+                    continue
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
                 # Let a burst of watch events land before deciding once for all of them.
                 await asyncio.sleep(0.1)
             except TimeoutError:
                 pass
+
+    async def _tick_once(self) -> float:
+        """One tick, its failure reported in one line; returns the time to the next."""
+        try:
+            await self.tick()
+        except asyncio.CancelledError:
+            raise
+        except (TransientError, PermanentError) as exc:
+            self.failures += 1
+            wait = backoff_seconds(self.settings.tick_seconds, self.failures)
+            kind = "blocked" if isinstance(exc, PermanentError) else "failed"
+            log.warning("reconciliation %s (%s: %s); next attempt in %.1fs", kind,
+                        type(exc).__name__, exc, wait)
+            if isinstance(exc, PermanentError):
+                await self._report_stalled(exc)
+            return wait
+        except Exception:
+            # A bug, not the weather: the traceback says where. Retried like a transient
+            # failure; the decision is rebuilt from scratch, nothing half-done is kept.
+            self.failures += 1
+            wait = backoff_seconds(self.settings.tick_seconds, self.failures)
+            log.exception("reconciliation failed; next attempt in %.1fs", wait)
+            return wait
+        if self.failures:
+            log.info("reconciliation recovered after %d failed attempts", self.failures)
+        self.failures = 0
+        return self.settings.tick_seconds
 
     async def tick(self) -> Decision | None:
         if not await asyncio.to_thread(self.gate.active):
@@ -282,22 +205,20 @@ class Reconciler:
                 log.info("peering: another replica is in charge; standing by")
             self.active = False
             return None
-        if self.informer is not None and not self.informer.synced:
+        if not self.synced:
             # A decision on part of the fleet could admit the wrong backfill.
-            log.info("waiting for the first list of YachtBackfills")
+            log.info("waiting for the first list of YachtBackfills and Jobs")
             return None
         if not self.active:
-            # (Re)gaining charge: kopf pauses its Job watch while another replica leads, so
-            # the Jobs may be stale; start exact. (The backfill informer never pauses.)
-            self.cache.replace_jobs(await asyncio.to_thread(self.kube.list_jobs))
             self.active = True
             log.info("in charge of %d backfills", len(self.cache.backfills))
         started = time.monotonic()
-        await self._dead_letter_requests(list(self.cache.backfills.values()))
         backfills = list(self.cache.backfills.values())
+        actions = await self._dead_letter_requests(backfills)
         if time.monotonic() >= self._drift_due:
             # Before the counts: a drift re-queue changes them.
-            await self._check_drift(backfills)
+            for uid, count in (await self._check_drift(backfills)).items():
+                actions[uid] = replace(actions.get(uid, NO_ACTIONS), requeued_stale=count)
             await self._export_feedback_runs()
             self._drift_due = time.monotonic() + self.settings.drift_interval_seconds
         figures = await asyncio.to_thread(self.db.figures, skipped_types(backfills))
@@ -306,8 +227,9 @@ class Reconciler:
             backfills, list(self.cache.jobs.values()),
             {yacht: f.work for yacht, f in figures.items()},
             max_concurrent_jobs=self.settings.max_concurrent_jobs,
-            job_retries=self.settings.job_retries)
-        desired = self._desired(decision, backfills, figures)
+            job_retries=self.settings.job_retries,
+            rerun=_reruns(backfills, actions))
+        desired = self._desired(decision, backfills, figures, actions)
         self.metrics.decision_seconds.observe(time.monotonic() - deciding)
         await self._act(decision, desired)
         self._export(decision, desired, figures)
@@ -319,9 +241,11 @@ class Reconciler:
         return decision
 
     def _desired(self, decision: Decision, backfills: list[ObservedBackfill],
-                 figures: dict[str, YachtFigures]) -> list[Desired]:
+                 figures: dict[str, YachtFigures],
+                 actions: dict[str, Actions] | None = None) -> list[Desired]:
         """Each backfill's status after this decision and its Events. Pure but for the
         rate tracker's samples."""
+        actions = actions or {}
         thresholds = Thresholds(self.settings.dlq_warning, self.settings.dlq_critical)
         now = datetime.now(UTC)
         admitted = {backfill.uid: job_name(backfill.namespace, backfill.name, backfill.uid,
@@ -342,12 +266,13 @@ class Reconciler:
                                       if yacht_figures else 0) if running else None
             drift = self.drift.get(yacht) if backfill.spec and backfill.spec.drift.enabled \
                 else None
+            acted = actions.get(backfill.uid, NO_ACTIONS)
             # Same object, same verdict, same figures as last tick: same status, nothing to
             # write. Most of a large fleet waits unchanged; building its statuses again was
             # most of a tick's time.
             inputs = (backfill.resource_version, verdict, yacht_figures,
                       drift_inputs(backfill.status.drift, drift, now),
-                      round(rate, 1) if rate is not None else None)
+                      round(rate, 1) if rate is not None else None, acted)
             if backfill.resource_version and previous.get(backfill.uid) == inputs:
                 # Last time the status built from these inputs needed no write: it is the
                 # status the cluster holds.
@@ -359,7 +284,7 @@ class Reconciler:
                 thresholds=thresholds,
                 job_name=admitted.get(backfill.uid) or (verdict.job.name if verdict.job
                                                         else None),
-                now=now)
+                now=now, actions=acted)
             changed = status != backfill.status
             desired.append(Desired(backfill, verdict, status, events, changed, inputs))
             if not changed:
@@ -386,36 +311,54 @@ class Reconciler:
             job = observe_job(manifest)
             if job is not None:
                 self.cache.jobs.setdefault((job.namespace, job.name), job)
-        # Status writes are independent of each other: a few writers at a time, so a fleet
-        # of thousands that all change (the first tick) does not take minutes, and not a
-        # task per write, which for thousands is megabytes of waiting tasks.
-        changed = iter([item for item in desired if item.changed])
+        await self._write_all(Write(item.backfill, item.status, item.events, item.inputs)
+                              for item in desired if item.changed)
+
+    async def _write_all(self, writes: Iterable[Write]) -> None:
+        """Status writes are independent of each other: a few writers at a time, so a fleet
+        of thousands that all change (the first tick) does not take minutes, and not a task
+        per write, which for thousands is megabytes of waiting tasks."""
+        pending = iter(writes)
 
         async def writer() -> None:
-            for item in changed:
-                await self._write_status(item)
+            for write in pending:
+                await self._write_status(write)
 
         await asyncio.gather(*(writer() for _ in range(STATUS_WRITERS)))
 
-    async def _write_status(self, item: Desired) -> None:
-        backfill = item.backfill
-        patch = status_patch(backfill.status, item.status)
+    async def _write_status(self, write: Write) -> None:
+        backfill = write.backfill
+        patch = status_patch(backfill.status, write.status)
         if patch is None:  # unequal only in what JSON does not carry (sub-second times)
-            self._last_inputs[backfill.uid] = item.inputs
+            if write.inputs is not None:
+                self._last_inputs[backfill.uid] = write.inputs
             return
         body = await asyncio.to_thread(
             self.kube.patch_status, backfill.namespace, backfill.name, patch)
         if body is None:
             self.cache.backfills.pop(backfill.uid, None)
             return
-        self.cache.apply_backfill(body, written=item.status)
-        for note in item.events:
-            await self._event(backfill, note.type, note.reason, note.message)
+        self.cache.apply_backfill(body, written=write.status)
+        for note in write.events:
+            await self._event(backfill, note)
 
-    async def _event(self, backfill: ObservedBackfill, type_: str, reason: str,
-                     message: str) -> None:
+    async def _event(self, backfill: ObservedBackfill, note: EventNote) -> None:
         ref = {"namespace": backfill.namespace, "name": backfill.name, "uid": backfill.uid}
-        await asyncio.to_thread(self.kube.post_event, ref, type_, reason, message)
+        await asyncio.to_thread(self.kube.post_event, ref, note.type, note.reason,
+                                note.message)
+
+    async def _report_stalled(self, exc: PermanentError) -> None:
+        """`Stalled=True` on every backfill: what blocks the fleet, where users look."""
+        reason, now = type(exc).__name__, datetime.now(UTC)
+        writes = []
+        for backfill in list(self.cache.backfills.values()):
+            status, events = stalled_status(backfill, reason, str(exc), now)
+            if status != backfill.status:
+                writes.append(Write(backfill, status, events))
+        try:
+            await self._write_all(writes)
+        except BackfillError as failed:  # the API server refuses that too: the log says it
+            log.warning("could not report the stall on the backfills: %s", failed)
 
     def _export(self, decision: Decision, desired: list[Desired],
                 figures: dict[str, YachtFigures]) -> None:
@@ -436,42 +379,39 @@ class Reconciler:
         for yacht, d in self.drift.items():
             m.set_sparse(m.drift, d.stale_rows, yacht)
 
-    async def _dead_letter_requests(self, backfills: list[ObservedBackfill]) -> None:
+    async def _dead_letter_requests(self, backfills: list[ObservedBackfill]
+                                    ) -> dict[str, Actions]:
         """Replay or abandon a yacht's dead letters once per new annotation value.
 
-        The value acted on is recorded in the status (status.dlq.replayed / .abandoned),
-        so a restarted operator does not act twice and a new value acts again.
+        The value acted on is recorded in the status this tick writes (status.dlq.replayed
+        / .abandoned), so a restarted operator does not act twice and a new value acts
+        again. (An operator that dies between the two replays once more: retrying dead
+        letters is idempotent.)
         """
+        actions: dict[str, Actions] = {}
         for backfill in backfills:
             if backfill.spec is None or backfill.deleting:
                 continue
             dlq = backfill.status.dlq
-            for annotation, done, action in (
-                    (ANNOTATION_REPLAY_DEAD_LETTERS, dlq.replayed if dlq else None, "replayed"),
-                    (ANNOTATION_ABANDON_DEAD_LETTERS, dlq.abandoned if dlq else None,
-                     "abandoned")):
-                token = backfill.annotations.get(annotation)
-                if not token or token == done:
-                    continue
-                yacht = backfill.spec.yacht_id
-                if action == "replayed":
-                    count = await asyncio.to_thread(self.db.replay_dead_letters, yacht)
-                    message = f"re-queued {count} dead letters of the yacht ({annotation}={token})"
-                else:
-                    count = await asyncio.to_thread(self.db.abandon_dead_letters, yacht)
-                    message = f"abandoned {count} dead letters of the yacht ({annotation}={token})"
-                log.info("%s/%s: %s", backfill.namespace, backfill.name, message)
-                patch: dict[str, Any] = {"dlq": {action: token[:253]}}
-                if action == "replayed" and count and backfill.status.phase is Phase.SUCCEEDED:
-                    patch["phase"] = Phase.PENDING.value  # asked for: runs again, even Once
-                body = await asyncio.to_thread(
-                    self.kube.patch_status, backfill.namespace, backfill.name, patch)
-                if body is None:
-                    break
-                self.cache.apply_backfill(body)
-                backfill = self.cache.backfills[backfill.uid]
-                reason = "DeadLettersReplayed" if action == "replayed" else "DeadLettersAbandoned"
-                await self._event(backfill, "Normal", reason, message)
+            replay = _new_token(backfill, ANNOTATION_REPLAY_DEAD_LETTERS,
+                                dlq.replayed if dlq else None)
+            abandon = _new_token(backfill, ANNOTATION_ABANDON_DEAD_LETTERS,
+                                 dlq.abandoned if dlq else None)
+            if not replay and not abandon:
+                continue
+            yacht = backfill.spec.yacht_id
+            acted = Actions(replayed=replay, abandoned=abandon)
+            if replay:
+                count = await asyncio.to_thread(self.db.replay_dead_letters, yacht)
+                acted = replace(acted, replayed_count=count)
+            if abandon:
+                count = await asyncio.to_thread(self.db.abandon_dead_letters, yacht)
+                acted = replace(acted, abandoned_count=count)
+            log.info("%s/%s: dead letters of yacht %s: %d re-queued, %d abandoned",
+                     backfill.namespace, backfill.name, yacht, acted.replayed_count,
+                     acted.abandoned_count)
+            actions[backfill.uid] = acted
+        return actions
 
     async def _export_feedback_runs(self) -> None:
         """The nightly feedback job is a short-lived pod; its results are exported here."""
@@ -480,7 +420,9 @@ class Reconciler:
             self.metrics.feedback_terms.labels(yacht).set(terms)
             self.metrics.feedback_last_run.labels(yacht).set(at)
 
-    async def _check_drift(self, backfills: list[ObservedBackfill]) -> None:
+    async def _check_drift(self, backfills: list[ObservedBackfill]) -> dict[str, int]:
+        """Each yacht's stale rows into `self.drift`; returns the rows re-queued for each
+        backfill (by uid) of a yacht whose stale rows drift.autoRequeue re-queued."""
         probes, requeue = [], set()
         for backfill in backfills:
             spec = backfill.spec
@@ -495,7 +437,7 @@ class Reconciler:
                     updated_column=source.updated_at_column,
                     tolerance_minutes=spec.drift.tolerance_minutes))
         if not probes:
-            return
+            return {}
         stale, requeued = await asyncio.to_thread(self.db.drift, probes, requeue=requeue)
         checked = datetime.now(UTC)
         for yacht in {p.yacht_id for p in probes}:
@@ -503,15 +445,19 @@ class Reconciler:
                                             last_checked_at=checked)
         for yacht, count in requeued.items():
             log.warning("drift: re-queued %d stale rows of yacht %s", count, yacht)
-            for backfill in backfills:
-                if backfill.spec and backfill.spec.yacht_id == yacht:
-                    await self._event(
-                        backfill, "Normal", "DriftRequeued",
-                        f"re-queued {count} stale rows for embedding (drift.autoRequeue)")
-                    if backfill.status.phase is Phase.SUCCEEDED:
-                        # Opted in to re-embedding: the backfill runs again, even in Once mode.
-                        body = await asyncio.to_thread(
-                            self.kube.patch_status, backfill.namespace, backfill.name,
-                            {"phase": Phase.PENDING.value})
-                        if body is not None:
-                            self.cache.apply_backfill(body)
+        return {backfill.uid: requeued[backfill.spec.yacht_id] for backfill in backfills
+                if backfill.spec and requeued.get(backfill.spec.yacht_id)}
+
+
+def _new_token(backfill: ObservedBackfill, annotation: str, done: str | None) -> str | None:
+    """The annotation's value when it asks for something not done yet."""
+    token = backfill.annotations.get(annotation)
+    return token[:253] if token and token[:253] != done else None
+
+
+def _reruns(backfills: list[ObservedBackfill], actions: dict[str, Actions]) -> set[str]:
+    """Backfills asked to run again although they Succeeded (even in mode Once): their dead
+    letters were replayed, or drift.autoRequeue re-queued their stale rows."""
+    return {b.uid for b in backfills
+            if (acted := actions.get(b.uid)) is not None
+            and (acted.replayed_count or acted.requeued_stale)}

@@ -1,14 +1,13 @@
 """Everything the operator process holds: settings, clients, the reconciler, its task.
 
-Built once by the `operator` command before kopf starts; kopf's startup handler calls
-`configure_kopf` and `start_background`.
+Built once by the `operator` command before kopf starts and handed to kopf as its `memo`;
+kopf's startup handler calls `configure_kopf` and `start_background`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import secrets
@@ -19,26 +18,13 @@ import kopf
 from prometheus_client import start_http_server
 
 from ..config import OperatorSettings
-from ..constants import FINALIZER, GROUP
 from ..db.fleet import FleetDatabase
-from .informer import BackfillInformer
 from .kube import Kube, load_config
 from .metrics import OperatorMetrics
-from .reconciler import PeeringGate, Reconciler
+from .peering import PeeringGate
+from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
-
-
-# The cyclic garbage collector's first threshold: 10,000 new container objects between
-# young collections instead of Python's 700. A tick of a large fleet builds hundreds of
-# thousands of small acyclic objects (statuses, conditions) that refcounting frees; with the
-# default, each such tick also ran several full collections over the whole cache, a third
-# of the first decision's time at 10,000 backfills (docs/benchmarks.md).
-GC_THRESHOLD = (10_000, 10, 10)
-
-
-def configure_gc() -> None:
-    gc.set_threshold(*GC_THRESHOLD)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
@@ -50,13 +36,10 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
-    # Our own group, not kopf.zalando.org, so `kubectl get -o yaml` shows whose they are.
-    settings.persistence.finalizer = FINALIZER
-    # kopf#1087: progress kept in status grows with every handler; annotations under our
-    # group stay small, and our handlers (events only) keep no progress anyway.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    # kopf handles no resource of ours (the informers bring them), so it never writes a
+    # finalizer, progress or a diff-base annotation: persistence needs no tuning. Should a
+    # resource handler come back, set them under our group (kopf#1087: progress kept in
+    # status grows with every handler).
     # The reconciler posts one Event per transition itself; kopf's per-handler INFO events
     # would bury them. Warnings and errors of kopf still reach `kubectl describe`.
     settings.posting.level = logging.WARNING
@@ -79,7 +62,7 @@ class Runtime:
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
         load_config()
-        kube = Kube(settings.namespaces)
+        kube = Kube()
         # A fresh identity and priority per process: replicas never tie (a tie would pause
         # both, kopf's rule for equal priorities).
         identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
@@ -87,7 +70,8 @@ class Runtime:
         metrics = OperatorMetrics()
         gate = PeeringGate(kube, settings, identity, priority)
         reconciler = Reconciler(settings, kube, FleetDatabase(settings.database_url), metrics,
-                                gate, BackfillInformer(kube, settings.namespaces))
+                                gate)
+        reconciler.watch(kube, settings.namespaces)
         return cls(settings, reconciler, identity, priority, metrics)
 
     def start_background(self) -> None:

@@ -8,10 +8,12 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+import psycopg2
 from psycopg2 import sql
 
 from ..builders.status import YachtFigures
-from . import connect, query
+from ..errors import SchemaNotReady
+from . import connect, query, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class FleetDatabase:
 
     def _fetch(self, statement, params: dict) -> list[tuple]:
         try:
-            with self._connection().cursor() as cur:
+            with translated_errors(), self._connection().cursor() as cur:
                 cur.execute(statement, params)
                 return cur.fetchall()
         except Exception:
@@ -110,7 +112,9 @@ class FleetDatabase:
                     for (yacht,) in self._fetch(
                             sql.SQL(query("drift_requeue")).format(**identifiers), params):
                         requeued[str(yacht)] = requeued.get(str(yacht), 0) + 1
-            except Exception as exc:  # an absent table or column: report, keep going
+            except (SchemaNotReady, psycopg2.ProgrammingError, psycopg2.DataError) as exc:
+                # An absent table or column, or one of another type: report, keep going.
+                # (A database that is away fails the whole tick, at the figures.)
                 log.warning("drift check of %s (%s) failed: %s", table, object_type,
                             str(exc).strip().splitlines()[0])
         return stale, requeued
@@ -118,12 +122,14 @@ class FleetDatabase:
     def replay_dead_letters(self, yacht_id: str) -> int:
         from ..deadletters import retry
 
-        return sum(retry(self._connection(), yacht_id=yacht_id).values())
+        with translated_errors():
+            return sum(retry(self._connection(), yacht_id=yacht_id).values())
 
     def abandon_dead_letters(self, yacht_id: str) -> int:
         from ..deadletters import abandon
 
-        return sum(abandon(self._connection(), yacht_id=yacht_id).values())
+        with translated_errors():
+            return sum(abandon(self._connection(), yacht_id=yacht_id).values())
 
     def feedback_runs(self) -> dict[str, tuple[int, int, float]]:
         """The latest feedback run per yacht: (terms added, objects updated, unix time)."""

@@ -1,0 +1,67 @@
+"""The operator when what it depends on fails: a permanent failure (a database never
+migrated) is reported on every backfill as the condition Stalled and clears once fixed; a
+transient one (a database that is away) is retried with a growing backoff, one log line per
+attempt, and reported nowhere else."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from f1backfill.db.migrate import migrate
+from f1backfill.localdb import free_port
+from tests.support.stack import backfill, running_stack
+from tests.support.waiting import wait_for
+
+
+def condition(stack, name: str, type_: str) -> dict | None:
+    return next((c for c in stack.status(name).get("conditions") or []
+                 if c["type"] == type_), None)
+
+
+def test_an_unmigrated_database_stalls_every_backfill_until_it_is_migrated(pg_server,
+                                                                          tmp_path):
+    with running_stack(pg_server, tmp_path, migrated=False) as stack:
+        for name in ("aurora", "lady-marina"):
+            stack.apply(backfill(name, uuid.uuid4(), namespace=stack.namespace))
+        stack.start_operator()
+
+        def stalled(name: str) -> dict | None:
+            found = condition(stack, name, "Stalled")
+            return found if found and found["status"] == "True" else None
+
+        for name in ("aurora", "lady-marina"):
+            found = wait_for(lambda n=name: stalled(n), 30, message=stack.operator_output)
+            assert found["reason"] == "SchemaNotReady"
+            assert "run `f1backfill migrate`" in found["message"]
+        assert [e["type"] for e in stack.events("aurora") if e["reason"] == "Stalled"] == \
+            ["Warning"]
+        output = stack.operator_output()
+        assert "reconciliation blocked (SchemaNotReady" in output
+        assert "Traceback" not in output
+
+        migrate(stack.database_url)
+        wait_for(lambda: (condition(stack, "aurora", "Stalled") or {}).get("status")
+                 == "False", 90, message=stack.operator_output)
+        assert condition(stack, "aurora", "Stalled")["reason"] == "Reconciled"
+        assert stack.status("aurora")["phase"] == "Pending"  # no rows: nothing to do
+        assert "reconciliation recovered" in stack.operator_output()
+
+
+def test_a_database_that_is_away_is_retried_with_backoff_one_line_each(pg_server, tmp_path):
+    with running_stack(pg_server, tmp_path) as stack:
+        stack.apply(backfill("aurora", uuid.uuid4(), namespace=stack.namespace))
+        stack.start_operator(
+            DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+        pattern = re.compile(r"reconciliation failed \(DatabaseUnavailable: cannot connect "
+                             r"to the database: [^\n]*\); next attempt in ([0-9.]+)s")
+        waits = wait_for(lambda: [float(w) for w in pattern.findall(stack.operator_output())
+                                  if len(pattern.findall(stack.operator_output())) >= 4],
+                         30, message=stack.operator_output)
+        assert waits == sorted(waits) and waits[-1] > waits[0]  # backing off
+        time.sleep(1)
+        output = stack.operator_output()
+        assert "Traceback" not in output
+        assert "DatabaseUnavailable" not in str(stack.status("aurora"))  # not a condition
+        assert condition(stack, "aurora", "Stalled") is None
