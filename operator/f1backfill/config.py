@@ -12,6 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
+from .defaults import (
+    BATCH_SIZE,
+    BATCH_SLEEP_SECONDS,
+    EMBEDDING_MODEL,
+    MAX_ATTEMPTS,
+    MAX_EMBEDDING_CHARS,
+    REQUESTS_PER_MINUTE,
+    TOKENS_PER_MINUTE,
+    VECTOR_DIMENSIONS,
+    Bound,
+)
 from .errors import ConfigError
 
 PROVIDERS = ("openai", "hash")
@@ -19,6 +30,12 @@ PROVIDERS = ("openai", "hash")
 
 def _meta(env: str, doc: str, **extra: Any) -> dict:
     return {"env": env, "doc": doc, **extra}
+
+
+def _bounded(env: str, doc: str, bound: Bound) -> Any:
+    """A numeric setting whose default and limits live in defaults.py."""
+    return field(default=bound.default,
+                 metadata=_meta(env, doc, lo=bound.minimum, hi=bound.maximum))
 
 
 class _Settings:
@@ -54,24 +71,25 @@ class WorkerSettings(_Settings):
     )
     openai_base_url: str = field(default="", metadata=_meta(
         "OPENAI_BASE_URL", "OpenAI-compatible endpoint; empty = api.openai.com"))
-    model: str = field(default="text-embedding-3-small", metadata=_meta(
+    model: str = field(default=EMBEDDING_MODEL, metadata=_meta(
         "EMBEDDING_MODEL", "embedding model name"))
-    dimensions: int = field(default=1536, metadata=_meta(
-        "EMBEDDING_DIMENSIONS", "vector length; must match search_index.embedding", lo=1, hi=16000))
-    batch_size: int = field(default=100, metadata=_meta(
-        "BATCH_SIZE", "rows claimed per batch", lo=1, hi=2048))
-    batch_sleep_sec: float = field(default=0.1, metadata=_meta(
-        "BATCH_SLEEP_SEC", "pause between a lane's batches", lo=0.0, hi=3600.0))
-    max_embedding_chars: int = field(default=24000, metadata=_meta(
-        "MAX_EMBEDDING_CHARS", "text is cut to this many characters", lo=1, hi=1_000_000))
+    dimensions: int = _bounded(
+        "EMBEDDING_DIMENSIONS", "vector length; must match search_index.embedding",
+        VECTOR_DIMENSIONS)
+    batch_size: int = _bounded("BATCH_SIZE", "rows claimed per batch", BATCH_SIZE)
+    batch_sleep_sec: float = _bounded(
+        "BATCH_SLEEP_SEC", "pause between a lane's batches", BATCH_SLEEP_SECONDS)
+    max_embedding_chars: int = _bounded(
+        "MAX_EMBEDDING_CHARS", "text is cut to this many characters", MAX_EMBEDDING_CHARS)
     skip_object_types: tuple[str, ...] = field(default=(), metadata=_meta(
         "SKIP_OBJECT_TYPES", "comma-separated object types left pending"))
-    max_attempts: int = field(default=5, metadata=_meta(
-        "MAX_ATTEMPTS", "failures before a row is dead-lettered", lo=1, hi=100))
-    requests_per_minute: int = field(default=3000, metadata=_meta(
-        "RATE_LIMIT_RPM", "provider requests per minute this worker may use", lo=1))
-    tokens_per_minute: int = field(default=1_000_000, metadata=_meta(
-        "RATE_LIMIT_TPM", "provider tokens per minute this worker may use", lo=1))
+    max_attempts: int = _bounded(
+        "MAX_ATTEMPTS", "failures before a row is dead-lettered", MAX_ATTEMPTS)
+    requests_per_minute: int = _bounded(
+        "RATE_LIMIT_RPM", "provider requests per minute this worker may use",
+        REQUESTS_PER_MINUTE)
+    tokens_per_minute: int = _bounded(
+        "RATE_LIMIT_TPM", "provider tokens per minute this worker may use", TOKENS_PER_MINUTE)
     max_in_flight: int = field(default=4, metadata=_meta(
         "MAX_IN_FLIGHT", "concurrent batches (lanes), so latency does not idle the budget",
         lo=1, hi=64))
@@ -141,11 +159,12 @@ class OperatorSettings(_Settings):
         "WATCH_NAMESPACES", "comma-separated namespaces to watch; empty = all"))
     max_concurrent_jobs: int = field(default=1, metadata=_meta(
         "MAX_CONCURRENT_JOBS", "embedding Jobs running at once, fleet-wide", lo=1, hi=1000))
-    fleet_requests_per_minute: int = field(default=3000, metadata=_meta(
+    fleet_requests_per_minute: int = _bounded(
         "FLEET_RATE_LIMIT_RPM", "the provider account's requests/min, shared by all Jobs",
-        lo=1))
-    fleet_tokens_per_minute: int = field(default=1_000_000, metadata=_meta(
-        "FLEET_RATE_LIMIT_TPM", "the provider account's tokens/min, shared by all Jobs", lo=1))
+        REQUESTS_PER_MINUTE)
+    fleet_tokens_per_minute: int = _bounded(
+        "FLEET_RATE_LIMIT_TPM", "the provider account's tokens/min, shared by all Jobs",
+        TOKENS_PER_MINUTE)
     default_provider: str = field(default="hash", metadata=_meta(
         "DEFAULT_EMBEDDING_PROVIDER", "provider of CRs that name none: openai or hash"))
     openai_base_url: str = field(default="", metadata=_meta(

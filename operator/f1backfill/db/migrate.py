@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from ..defaults import VECTOR_DIMENSIONS
 from ..errors import MigrationError
 from . import connect
 
@@ -40,10 +41,11 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(dsn: str, *, dimensions: int = 1536) -> list[int]:
+def migrate(dsn: str, *, dimensions: int = VECTOR_DIMENSIONS.default) -> list[int]:
     """Bring the schema up to date; returns the versions applied by this call."""
-    if not 1 <= dimensions <= 16000:
-        raise MigrationError(f"dimensions must be within 1..16000, got {dimensions}")
+    if not VECTOR_DIMENSIONS.admits(dimensions):
+        raise MigrationError(f"dimensions must be within {VECTOR_DIMENSIONS.minimum}.."
+                             f"{VECTOR_DIMENSIONS.maximum}, got {dimensions}")
     conn = connect(dsn, application_name="f1backfill-migrate")
     applied: list[int] = []
     try:
