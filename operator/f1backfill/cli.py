@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import WorkerSettings
+from .constants import Provider
 from .errors import BackfillError
 
 
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-attempts", type=int, help="failures before the DLQ (MAX_ATTEMPTS)")
     worker.add_argument("--max-embedding-chars", type=int, help="MAX_EMBEDDING_CHARS")
     worker.add_argument("--skip-object-types", help="comma-separated (SKIP_OBJECT_TYPES)")
-    worker.add_argument("--provider", choices=["openai", "hash"], help="EMBEDDING_PROVIDER")
+    worker.add_argument("--provider", choices=[p.value for p in Provider],
+                        help="EMBEDDING_PROVIDER")
     worker.add_argument("--max-in-flight", type=int, help="concurrent batches (MAX_IN_FLIGHT)")
     worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
     worker.set_defaults(func=cmd_worker)

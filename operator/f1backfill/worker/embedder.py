@@ -65,7 +65,7 @@ class Outcome:
 class Embedder:
     def __init__(
         self,
-        provider: p.Provider,
+        provider: p.EmbeddingProvider,
         limiter: RateLimiter,
         breaker: CircuitBreaker,
         estimator: TokenEstimator,

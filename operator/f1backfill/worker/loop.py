@@ -21,7 +21,7 @@ from .breaker import CircuitBreaker
 from .embedder import Embedder
 from .health import HealthServer, HealthState
 from .metrics import WorkerMetrics
-from .providers import Provider, build_provider
+from .providers import EmbeddingProvider, build_provider
 from .queue import Queue
 from .ratelimit import RateLimiter
 from .textprep import TokenEstimator
@@ -47,7 +47,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         *,
-        provider: Provider | None = None,
+        provider: EmbeddingProvider | None = None,
         metrics: WorkerMetrics | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:

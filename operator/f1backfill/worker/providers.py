@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..constants import Provider
 from ..errors import (
     AuthFailed,
     BadResponse,
@@ -35,7 +36,9 @@ class EmbedResult:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Provider(Protocol):
+class EmbeddingProvider(Protocol):
+    """What the embedder needs of a provider (`Provider` names which one to build)."""
+
     name: str
 
     def embed(self, texts: list[str]) -> EmbedResult: ...
@@ -50,7 +53,7 @@ class HashProvider:
     tests; L2-normalised like OpenAI's vectors.
     """
 
-    name = "hash"
+    name = Provider.HASH
     _WORD = re.compile(r"\w+")
 
     def __init__(self, dimensions: int) -> None:
@@ -88,7 +91,7 @@ class HashProvider:
 class OpenAIProvider:
     """The official SDK; OPENAI_BASE_URL points it at any OpenAI-compatible server."""
 
-    name = "openai"
+    name = Provider.OPENAI
 
     def __init__(
         self, *, api_key: str, base_url: str | None, model: str, dimensions: int, timeout: float
@@ -179,13 +182,15 @@ def _rate_limit_error(exc) -> ProviderError:
     return RateLimited(message, headers)
 
 
-def build_provider(settings) -> Provider:
-    if settings.provider == "openai":
-        return OpenAIProvider(
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url or None,
-            model=settings.model,
-            dimensions=settings.dimensions,
-            timeout=settings.request_timeout_sec,
-        )
-    return HashProvider(settings.dimensions)
+def build_provider(settings) -> EmbeddingProvider:
+    match Provider(settings.provider):
+        case Provider.OPENAI:
+            return OpenAIProvider(
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url or None,
+                model=settings.model,
+                dimensions=settings.dimensions,
+                timeout=settings.request_timeout_sec,
+            )
+        case Provider.HASH:
+            return HashProvider(settings.dimensions)
