@@ -26,7 +26,8 @@ from datetime import datetime
 import psycopg2.errors
 
 from .config import FeedbackSettings
-from .db import connect, query
+from .db import query
+from .db.connection import connect
 from .errors import BackfillError
 from .querytext import contains_term, normalize_query
 

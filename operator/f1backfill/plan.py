@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .constants import API_VERSION, KIND, LABEL_YACHT_ID
-from .db import connect
+from .db.connection import connect
 
 PLAN_QUERY = """
 SELECT y.id, y.name, y.tier

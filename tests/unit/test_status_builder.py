@@ -15,12 +15,12 @@ from f1backfill.api.status import CONDITION_REASON_PATTERN
 from f1backfill.builders.status import (
     EventNote,
     Thresholds,
-    YachtFigures,
     build_status,
     format_eta,
     status_patch,
 )
 from f1backfill.constants import ConditionType
+from f1backfill.db.figures import YachtFigures
 from f1backfill.sandbox.patches import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings
 

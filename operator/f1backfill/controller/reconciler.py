@@ -32,13 +32,13 @@ from ..builders.status import (
     DRIFT_STAMP_REFRESH,
     EventNote,
     Thresholds,
-    YachtFigures,
     build_status,
     status_patch,
 )
 from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
-from ..db.fleet import DriftProbe, FleetDatabase
+from ..db.figures import DriftProbe, YachtFigures
+from ..db.fleet import FleetDatabase
 from .informer import BackfillInformer
 from .kube import Kube
 from .metrics import BackfillSample, OperatorMetrics

@@ -6,29 +6,18 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from ..builders.status import YachtFigures
-from . import connect, query
+from . import query
+from .connection import connect
+from .deadletters import abandon, retry
+from .figures import DriftProbe, YachtFigures
 
 log = logging.getLogger(__name__)
 
 # The columns of fleet_figures after yacht_id and object_type.
 _COUNTS = ("total", "embedded", "pending", "queued", "processing", "failed", "dlq")
-
-
-@dataclass(frozen=True)
-class DriftProbe:
-    """One yacht's drift check against one source table."""
-
-    yacht_id: str
-    object_type: str
-    table: str
-    id_column: str
-    updated_column: str
-    tolerance_minutes: int
 
 
 class FleetDatabase:
@@ -116,13 +105,9 @@ class FleetDatabase:
         return stale, requeued
 
     def replay_dead_letters(self, yacht_id: str) -> int:
-        from ..deadletters import retry
-
         return sum(retry(self._connection(), yacht_id=yacht_id).values())
 
     def abandon_dead_letters(self, yacht_id: str) -> int:
-        from ..deadletters import abandon
-
         return sum(abandon(self._connection(), yacht_id=yacht_id).values())
 
     def feedback_runs(self) -> dict[str, tuple[int, int, float]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..errors import MigrationError
-from . import connect
+from .connection import connect
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..db import connect, query
+from ..db import query
+from ..db.connection import connect
 
 
 @dataclass
