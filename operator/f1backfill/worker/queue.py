@@ -141,8 +141,7 @@ class Queue:
                 if not self._vectors_table:
                     # IF NOT EXISTS: cheap, and right even after a rolled-back creation.
                     cur.execute(query("vectors_table"))
-                cur.copy_expert("COPY batch_vectors FROM STDIN WITH (FORMAT binary)",
-                                io.BytesIO(copy_vectors_payload(done)))
+                cur.copy_expert(query("copy_vectors"), io.BytesIO(copy_vectors_payload(done)))
                 cur.execute(query("store_embeddings"), {"model": model})
                 stored = cur.fetchall()
                 embedded = len(stored)
@@ -154,9 +153,7 @@ class Queue:
                         "object_ids": [s[1] for s in stored]})
             failures = [f for f in failures if f.row.job_id in owned]
             if failures:
-                cur.execute(
-                    "UPDATE embedding_jobs SET status = 'dlq' WHERE id = ANY (%(ids)s)",
-                    {"ids": [f.row.job_id for f in failures]})
+                cur.execute(query("dead_letter_jobs"), {"ids": [f.row.job_id for f in failures]})
                 cur.execute(query("dead_letter_rows"), {
                     **_keys((f.row for f in failures), False),
                     "attempts": [f.row.attempts for f in failures],
