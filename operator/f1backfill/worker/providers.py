@@ -134,21 +134,26 @@ class OpenAIProvider:
                                       exc.response.headers) from exc
         except openai.APIResponseValidationError as exc:
             raise BadResponse(f"unreadable response: {exc}") from exc
-        headers = raw.headers
-        try:
-            parsed = raw.parse()
-            data = sorted(parsed.data, key=lambda item: item.index)
-            vectors = [_as_vector(item.embedding) for item in data]
-            tokens = parsed.usage.prompt_tokens if parsed.usage else None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise BadResponse(f"unreadable response: {type(exc).__name__}: {exc}", headers) \
-                from exc
-        if len(vectors) != len(texts):
-            raise BadResponse(f"{len(vectors)} vectors for {len(texts)} inputs", headers)
-        return EmbedResult(vectors=vectors, tokens=tokens, headers=headers)
+        return _read(raw, len(texts))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _read(raw, inputs: int) -> EmbedResult:
+    """A 200's vectors in input order and its usage; BadResponse when it cannot be read or
+    does not hold one vector per input."""
+    headers = raw.headers
+    try:
+        parsed = raw.parse()
+        data = sorted(parsed.data, key=lambda item: item.index)
+        vectors = [_as_vector(item.embedding) for item in data]
+        tokens = parsed.usage.prompt_tokens if parsed.usage else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise BadResponse(f"unreadable response: {type(exc).__name__}: {exc}", headers) from exc
+    if len(vectors) != inputs:
+        raise BadResponse(f"{len(vectors)} vectors for {inputs} inputs", headers)
+    return EmbedResult(vectors=vectors, tokens=tokens, headers=headers)
 
 
 def _as_vector(embedding: object) -> np.ndarray:
