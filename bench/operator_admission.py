@@ -64,13 +64,14 @@ import psycopg2  # noqa: E402
 
 from f1backfill.admission import JobState, ObservedJob, decide  # noqa: E402
 from f1backfill.api import DriftStatus, job_name  # noqa: E402
-from f1backfill.builders.status import YachtFigures, status_patch  # noqa: E402
+from f1backfill.builders.status import status_patch  # noqa: E402
 from f1backfill.config import OperatorSettings  # noqa: E402
 from f1backfill.constants import PLURAL  # noqa: E402
 from f1backfill.controller.metrics import OperatorMetrics  # noqa: E402
 from f1backfill.controller.observe import observe_backfill  # noqa: E402
 from f1backfill.controller.reconciler import Reconciler  # noqa: E402
 from f1backfill.controller.runtime import configure_gc  # noqa: E402
+from f1backfill.db.figures import YachtFigures  # noqa: E402
 from f1backfill.localdb import LocalPostgres, free_port  # noqa: E402
 from f1backfill.samples import add_rows, add_yacht  # noqa: E402
 from tests.support.stack import backfill, running_stack  # noqa: E402

@@ -17,10 +17,15 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .config import WorkerSettings
+from .constants import Provider
 from .errors import BackfillError
 from .memory import configure_gc, limit_malloc_arenas
+
+if TYPE_CHECKING:
+    from .db.deadletters import DeadLetter
 
 
 def _setup_logging(level: str) -> None:
@@ -106,7 +111,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_seed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .db import connect
+    from .db.connection import connect
     from .samples import load_backfill_manifests, seed_from_manifests
 
     settings = WorkerSettings.from_env()
@@ -136,7 +141,7 @@ def cmd_feedback_learn(args: argparse.Namespace) -> int:
 
 def cmd_feedback_record(args: argparse.Namespace) -> int:
     from .config import FeedbackSettings
-    from .db import connect
+    from .db.connection import connect
     from .feedback import record_click
 
     settings = FeedbackSettings.from_env()
@@ -153,18 +158,18 @@ def cmd_feedback_record(args: argparse.Namespace) -> int:
 
 
 def _dlq_connection():
-    from .db import connect
+    from .db.connection import connect
 
     return connect(WorkerSettings.from_env().database_url, application_name="f1backfill-dlq")
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from . import deadletters
+    from .db import deadletters
 
     conn = _dlq_connection()
     try:
         if args.dlq_command == "list":
-            print(deadletters.render(deadletters.list_dead_letters(
+            print(_dead_letter_table(deadletters.list_dead_letters(
                 conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
                 limit=args.limit)))
             return 0
@@ -179,6 +184,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         print("A Succeeded backfill in mode Once is not re-admitted for them: annotate it "
               "instead (kubectl annotate yb NAME f1cortex.io/replay-dead-letters=$(date +%s))")
     return 0
+
+
+def _dead_letter_table(letters: Sequence[DeadLetter]) -> str:
+    """`dlq list`'s output: one line per dead letter, then the count."""
+    lines = [f"{'id':<36}  {'yacht':<36}  {'object':<20}  {'code':<16}  {'tries':>5}  "
+             f"{'last failure':<19}  {'resolved':<13}  error"]
+    for d in letters:
+        resolved = d.resolution_type or "-"
+        lines.append(
+            f"{d.id!s:<36}  {d.yacht_id!s:<36}  {d.object_type[:20]:<20}  "
+            f"{(d.error_code or '-')[:16]:<16}  {d.attempts:>5}  "
+            f"{d.last_failure_at:%Y-%m-%d %H:%M:%S}  {resolved:<13}  {d.error}")
+    lines.append(f"\n{len(letters)} dead letters")
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -203,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-attempts", type=int, help="failures before the DLQ (MAX_ATTEMPTS)")
     worker.add_argument("--max-embedding-chars", type=int, help="MAX_EMBEDDING_CHARS")
     worker.add_argument("--skip-object-types", help="comma-separated (SKIP_OBJECT_TYPES)")
-    worker.add_argument("--provider", choices=["openai", "hash"], help="EMBEDDING_PROVIDER")
+    worker.add_argument("--provider", choices=[p.value for p in Provider],
+                        help="EMBEDDING_PROVIDER")
     worker.add_argument("--max-in-flight", type=int, help="concurrent batches (MAX_IN_FLIGHT)")
     worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
     worker.set_defaults(func=cmd_worker)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
+from .constants import Provider
 from .defaults import (
     BATCH_SIZE,
     BATCH_SLEEP_SECONDS,
@@ -24,8 +25,6 @@ from .defaults import (
     Bound,
 )
 from .errors import ConfigError
-
-PROVIDERS = ("openai", "hash")
 
 
 def _meta(env: str, doc: str, **extra: Any) -> dict:
@@ -120,12 +119,15 @@ class WorkerSettings(_Settings):
                 uuid.UUID(self.yacht_id)
             except ValueError:
                 raise ConfigError(f"YACHT_ID is not a UUID: {self.yacht_id!r}") from None
-        if self.provider not in PROVIDERS:
-            raise ConfigError(
-                f"EMBEDDING_PROVIDER must be one of {PROVIDERS}, got {self.provider!r}"
-            )
-        if self.provider == "openai" and not self.openai_api_key:
+        _check_provider("EMBEDDING_PROVIDER", self.provider)
+        if self.provider == Provider.OPENAI and not self.openai_api_key:
             raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
+
+
+def _check_provider(env: str, value: str) -> None:
+    names = tuple(provider.value for provider in Provider)
+    if value not in names:
+        raise ConfigError(f"{env} must be one of {names}, got {value!r}")
 
 
 def _parse(f, raw: str) -> Any:
@@ -218,9 +220,7 @@ class OperatorSettings(_Settings):
 
     def validate(self) -> None:
         super().validate()
-        if self.default_provider not in PROVIDERS:
-            raise ConfigError(f"DEFAULT_EMBEDDING_PROVIDER must be one of {PROVIDERS}, "
-                              f"got {self.default_provider!r}")
+        _check_provider("DEFAULT_EMBEDDING_PROVIDER", self.default_provider)
         if self.dlq_critical < self.dlq_warning:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:

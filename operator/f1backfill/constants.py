@@ -60,7 +60,7 @@ JOB_NAME_HASH_LENGTH: Final = 10
 DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_CPU: Final = "500m"
 
-# --- Phases, conditions, tiers ---------------------------------------------------------------
+# --- Phases, conditions, tiers, providers ---------------------------------------------------
 
 
 class Phase(StrEnum):
@@ -100,3 +100,11 @@ TIER_PRIORITY: Final[Mapping[str, int]] = MappingProxyType(
 )
 PRIORITY_MIN: Final = 0
 PRIORITY_MAX: Final = 1000
+
+
+class Provider(StrEnum):
+    """Who computes the embeddings: `spec.embedding.provider`, EMBEDDING_PROVIDER and
+    DEFAULT_EMBEDDING_PROVIDER all take these values."""
+
+    OPENAI = "openai"  # the OpenAI API, or any server speaking it (OPENAI_BASE_URL)
+    HASH = "hash"  # offline feature hashing: no key, no network

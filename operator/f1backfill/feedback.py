@@ -26,7 +26,8 @@ from datetime import datetime
 import psycopg2.errors
 
 from .config import FeedbackSettings
-from .db import connect, query
+from .db import query
+from .db.connection import connect
 from .errors import BackfillError
 from .querytext import contains_term, normalize_query
 
@@ -204,10 +205,7 @@ def search_rank(conn, yacht_id: str, object_id: uuid.UUID, query_vector) -> int 
     1 = first): how the demo and the tests see that learning helped."""
     literal = "[" + ",".join(map(repr, [float(x) for x in query_vector])) + "]"
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT rank FROM (SELECT object_id, row_number() OVER "
-            "(ORDER BY embedding <=> %s::vector, object_id) AS rank FROM search_index "
-            "WHERE yacht_id = %s AND embedding IS NOT NULL) ranked WHERE object_id = %s",
-            (literal, yacht_id, object_id))
+        cur.execute(query("search_rank"), {
+            "query_vector": literal, "yacht_id": yacht_id, "object_id": object_id})
         row = cur.fetchone()
     return row[0] if row else None

@@ -13,14 +13,8 @@ from typing import Any
 import yaml
 
 from .constants import API_VERSION, KIND, LABEL_YACHT_ID
-from .db import connect
-
-PLAN_QUERY = """
-SELECT y.id, y.name, y.tier
-FROM yachts y
-WHERE y.status = 'active'
-ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, y.name, y.id
-"""
+from .db import query
+from .db.connection import connect
 
 
 def resource_name(yacht_name: str, yacht_id: str) -> str:
@@ -43,7 +37,7 @@ def plan(dsn: str, namespace: str | None = None) -> str:
     conn = connect(dsn, application_name="f1backfill-plan")
     try:
         with conn.cursor() as cur:
-            cur.execute(PLAN_QUERY)
+            cur.execute(query("active_yachts"))
             rows = cur.fetchall()
     finally:
         conn.close()

@@ -23,11 +23,11 @@ from f1backfill.builders.job import build_job
 from f1backfill.builders.status import (
     EventNote,
     Thresholds,
-    YachtFigures,
     build_status,
     status_patch,
 )
 from f1backfill.controller.observe import observe_job
+from f1backfill.db.figures import YachtFigures
 from f1backfill.sandbox.patches import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings, yacht_id
 

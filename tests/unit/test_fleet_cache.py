@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from f1backfill.admission import Verdict
 from f1backfill.api import Phase
-from f1backfill.builders.status import Thresholds, YachtFigures, build_status
+from f1backfill.builders.status import Thresholds, build_status
 from f1backfill.controller.fleetcache import FleetCache
 from f1backfill.controller.observe import observe_backfill, observe_job
+from f1backfill.db.figures import YachtFigures
 from tests.support.backfills import T0, backfill_body, job_body
 
 QUEUED = Verdict(phase=Phase.QUEUED, queue_position=1, reason="Queued", message="waiting")

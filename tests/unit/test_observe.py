@@ -11,9 +11,10 @@ import yaml
 
 from f1backfill.admission import JobState, Verdict
 from f1backfill.api import Mode, Phase, Tier
-from f1backfill.builders.status import Thresholds, YachtFigures, build_status
+from f1backfill.builders.status import Thresholds, build_status
 from f1backfill.constants import LABEL_YACHT_ID
 from f1backfill.controller.observe import job_state, observe_backfill, observe_job
+from f1backfill.db.figures import YachtFigures
 from tests.support.backfills import T0, backfill, backfill_body, job_body, yacht_id
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"

@@ -17,13 +17,13 @@ from f1backfill.builders.status import (
     Actions,
     EventNote,
     Thresholds,
-    YachtFigures,
     build_status,
     format_eta,
     stalled_status,
     status_patch,
 )
 from f1backfill.constants import ConditionType
+from f1backfill.db.figures import YachtFigures
 from f1backfill.sandbox.patches import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..constants import DEFAULT_CPU, DEFAULT_MEMORY, PRIORITY_MAX, PRIORITY_MIN, TIER_PRIORITY
+from ..constants import (
+    DEFAULT_CPU,
+    DEFAULT_MEMORY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TIER_PRIORITY,
+    Provider,
+)
 from .fields import (
     OBJECT_TYPE_PATTERN,
     SQL_IDENTIFIER_PATTERN,
@@ -37,11 +44,6 @@ class Tier(StrEnum):
 class Mode(StrEnum):
     ONCE = "Once"
     CONTINUOUS = "Continuous"
-
-
-class Provider(StrEnum):
-    OPENAI = "openai"
-    HASH = "hash"
 
 
 @dataclass(frozen=True, slots=True)

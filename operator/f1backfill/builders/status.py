@@ -27,28 +27,9 @@ from ..constants import (
     ANNOTATION_REPLAY_DEAD_LETTERS,
     ConditionType,
 )
+from ..db.figures import YachtFigures
 
 NORMAL, WARNING = "Normal", "Warning"
-
-
-@dataclass(frozen=True)
-class YachtFigures:
-    """One yacht's rows by embedding status, and its unresolved dead letters."""
-
-    total: int = 0
-    embedded: int = 0
-    pending: int = 0
-    queued: int = 0
-    processing: int = 0
-    failed: int = 0
-    dlq: int = 0
-    skipped: int = 0  # pending rows of types the backfill skips (skipObjectTypes)
-    unresolved_dlq: int = 0
-
-    @property
-    def work(self) -> int:
-        """Rows that still need an embedding (what admission orders by)."""
-        return self.pending + self.queued + self.processing + self.failed
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,14 @@ from ..builders.status import (
     Actions,
     EventNote,
     Thresholds,
-    YachtFigures,
     build_status,
     stalled_status,
     status_patch,
 )
 from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
-from ..db.fleet import DriftProbe, FleetDatabase
+from ..db.figures import DriftProbe, YachtFigures
+from ..db.fleet import FleetDatabase
 from ..errors import BackfillError, PermanentError, TransientError
 from ..memory import release_memory
 from .fleetcache import FleetCache

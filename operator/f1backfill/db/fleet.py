@@ -6,31 +6,20 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 
 import psycopg2
 from psycopg2 import sql
 
-from ..builders.status import YachtFigures
 from ..errors import SchemaNotReady
-from . import connect, query, translated_errors
+from . import query
+from .connection import connect, translated_errors
+from .deadletters import abandon, retry
+from .figures import DriftProbe, YachtFigures
 
 log = logging.getLogger(__name__)
 
 # The columns of fleet_figures after yacht_id and object_type.
 _COUNTS = ("total", "embedded", "pending", "queued", "processing", "failed", "dlq")
-
-
-@dataclass(frozen=True)
-class DriftProbe:
-    """One yacht's drift check against one source table."""
-
-    yacht_id: str
-    object_type: str
-    table: str
-    id_column: str
-    updated_column: str
-    tolerance_minutes: int
 
 
 class FleetDatabase:
@@ -120,14 +109,10 @@ class FleetDatabase:
         return stale, requeued
 
     def replay_dead_letters(self, yacht_id: str) -> int:
-        from ..deadletters import retry
-
         with translated_errors():
             return sum(retry(self._connection(), yacht_id=yacht_id).values())
 
     def abandon_dead_letters(self, yacht_id: str) -> int:
-        from ..deadletters import abandon
-
         with translated_errors():
             return sum(abandon(self._connection(), yacht_id=yacht_id).values())
 

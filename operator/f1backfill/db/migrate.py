@@ -15,7 +15,8 @@ from importlib import resources
 
 from ..defaults import VECTOR_DIMENSIONS
 from ..errors import MigrationError
-from . import connect
+from . import query
+from .connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,10 @@ def migrate(dsn: str, *, dimensions: int = VECTOR_DIMENSIONS.default) -> list[in
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+            cur.execute(query("migration_lock"), {"lock_id": MIGRATION_LOCK_ID})
             try:
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                    " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                cur.execute("SELECT version FROM schema_migrations")
+                cur.execute(query("migrations_table"))
+                cur.execute(query("migrations_applied"))
                 done = {row[0] for row in cur.fetchall()}
                 for migration in available():
                     if migration.version in done:
@@ -66,7 +63,7 @@ def migrate(dsn: str, *, dimensions: int = VECTOR_DIMENSIONS.default) -> list[in
                     _apply(conn, migration, dimensions)
                     applied.append(migration.version)
             finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+                cur.execute(query("migration_unlock"), {"lock_id": MIGRATION_LOCK_ID})
     finally:
         conn.close()
     return applied
@@ -81,10 +78,8 @@ def _apply(conn, migration: Migration, dimensions: int) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute(body)
-            cur.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
-            )
+            cur.execute(query("migration_record"),
+                        {"version": migration.version, "name": migration.name})
         conn.commit()
     except Exception as exc:
         conn.rollback()

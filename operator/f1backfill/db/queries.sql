@@ -1,5 +1,28 @@
 -- Named queries, split on "-- name: <name>" lines by f1backfill.db.queries().
--- Values are always parameters; no identifier varies here.
+-- Values are always parameters. The only identifiers that vary (drift_stale and
+-- drift_requeue: a source table and its columns) are composed with psycopg2.sql.Identifier.
+
+-- name: migration_lock
+-- Serialises concurrent migration runs (db/migrate.py); the second waits, then finds
+-- nothing to do. A session lock: it outlives the per-migration transactions.
+SELECT pg_advisory_lock(%(lock_id)s);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock(%(lock_id)s);
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- name: migrations_applied
+SELECT version FROM schema_migrations;
+
+-- name: migration_record
+-- In the migration's own transaction: a migration is recorded if and only if it applied.
+INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: enqueue_pending
 -- Queue a yacht's rows that need an embedding. Idempotent: a queued row is no longer
@@ -122,6 +145,10 @@ CREATE TEMP TABLE IF NOT EXISTS batch_vectors (
     embedding    vector NOT NULL
 ) ON COMMIT DELETE ROWS;
 
+-- name: copy_vectors
+-- The payload is PostgreSQL's binary COPY format (worker/queue.py copy_vectors_payload).
+COPY batch_vectors FROM STDIN WITH (FORMAT binary);
+
 -- name: store_embeddings
 -- Vectors for jobs we still own (batch_vectors holds only those), written only where the
 -- text is still the text we embedded; release_stale_text handles the others.
@@ -190,6 +217,10 @@ FROM v JOIN jobs ON jobs.id = v.job_id
 WHERE si.object_type = v.object_type AND si.object_id = v.object_id
   AND si.embedding_status = 'processing'
 RETURNING si.object_id;
+
+-- name: dead_letter_jobs
+-- The jobs of rows about to be dead-lettered (dead_letter_rows) leave the queue for good.
+UPDATE embedding_jobs SET status = 'dlq' WHERE id = ANY (%(ids)s);
 
 -- name: dead_letter_rows
 -- Rows out of attempts, or that can never succeed. Setting 'failed' fires move_to_dlq(),
@@ -280,6 +311,17 @@ WHERE t.yacht_id = si.yacht_id
   AND si.object_type = %(object_type)s
   AND src.{updated_column} > si.updated_at + make_interval(mins => t.minutes)
 RETURNING si.yacht_id;
+
+-- name: search_rank
+-- Where an object ranks among its yacht's embedded rows for a query vector (cosine
+-- distance, 1 = first; object_id breaks ties so the rank is stable).
+SELECT rank
+FROM (SELECT object_id,
+             row_number() OVER (ORDER BY embedding <=> %(query_vector)s::vector, object_id)
+                 AS rank
+      FROM search_index
+      WHERE yacht_id = %(yacht_id)s AND embedding IS NOT NULL) ranked
+WHERE object_id = %(object_id)s;
 
 -- name: record_click
 -- A click from the search front end; the query arrives normalised (querytext.py).
@@ -401,3 +443,10 @@ WHERE d.resolved_at IS NULL
   AND (%(code)s::text IS NULL OR d.error_code = %(code)s::text)
   AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
 RETURNING d.yacht_id;
+
+-- name: active_yachts
+-- `f1backfill plan`: a YachtBackfill for every active yacht, the highest tier first.
+SELECT y.id, y.name, y.tier
+FROM yachts y
+WHERE y.status = 'active'
+ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, y.name, y.id;

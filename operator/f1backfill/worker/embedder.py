@@ -1,11 +1,12 @@
 """Turns one claimed batch into outcomes: vectors, dead letters, retries, releases.
 
 Rows are packed into as few requests as the provider's caps allow; each request waits for
-the circuit breaker and the rate limiter, and its failure is handled by kind:
+the circuit breaker and the rate limiter, and its failure is handled by the policy of its
+kind (policy.py):
 - 429: wait as told and resend; the rows are not charged an attempt;
 - 400 / 'request too large': bisect until the refused row stands alone, dead-letter it;
-- 5xx, timeouts, unreadable responses: charge the rows an attempt, back off, resend, and
-  dead-letter rows that run out of attempts;
+- 5xx, timeouts, unreadable responses, exhausted quota: charge the rows an attempt, back
+  off, resend, and dead-letter rows that run out of attempts;
 - 401/403: nothing a row did; stop the worker (AuthFailed propagates).
 """
 
@@ -19,21 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import (
-    AuthFailed,
-    Cancelled,
-    InvalidInput,
-    ProviderError,
-    ProviderUnavailable,
-    QuotaExhausted,
-    RateLimited,
-    RequestTooLarge,
-)
+from ..errors import Cancelled, ProviderError
 from . import providers as p
 from .breaker import CircuitBreaker
 from .metrics import WorkerMetrics
+from .policy import HANDLED, Policy, Then, policy_for
 from .queue import ClaimedRow, Failure
-from .ratelimit import RateLimiter, retry_after_seconds
+from .ratelimit import RateLimiter, Reservation, retry_after_seconds
 from .textprep import (
     MAX_INPUTS_PER_REQUEST,
     MAX_TOKENS_PER_INPUT,
@@ -65,7 +58,7 @@ class Outcome:
 class Embedder:
     def __init__(
         self,
-        provider: p.Provider,
+        provider: p.EmbeddingProvider,
         limiter: RateLimiter,
         breaker: CircuitBreaker,
         estimator: TokenEstimator,
@@ -148,63 +141,72 @@ class Embedder:
                 or any(f.row is row for f, _ in outcome.retries))
 
     def _send(self, items: list[Item], outcome: Outcome) -> None:
-        failures = 0
-        while True:
+        failures = 0  # failed attempts of these rows in this call, for the backoff
+        while items:
             self.breaker.before_request(self.cancelled)
-            estimate = sum(i.tokens for i in items)
-            reservation = self.limiter.acquire(estimate, self.cancelled)
+            reservation = self.limiter.acquire(sum(i.tokens for i in items), self.cancelled)
             sent_at = time.monotonic()
             try:
                 with self.metrics.latency.time():
                     result = self.provider.embed([i.text for i in items])
-            except RateLimited as exc:
-                self.limiter.settle(reservation, None)
-                self.limiter.observe_headers(exc.headers, sent_at)
-                self.limiter.pause(retry_after_seconds(exc.headers))
-                self.breaker.record_neutral()
-                self.metrics.requests.labels("rate_limited").inc()
-                continue  # a 429 costs the rows nothing
-            except (InvalidInput, RequestTooLarge) as exc:
-                self.limiter.settle(reservation, None)
-                if isinstance(exc, InvalidInput):
-                    self.breaker.record_success()  # the provider is up and answering
-                else:
-                    self.breaker.record_neutral()
-                self.metrics.requests.labels("invalid_input").inc()
-                if len(items) > 1:
-                    middle = len(items) // 2
-                    self._send(items[:middle], outcome)
-                    self._send(items[middle:], outcome)
-                else:
-                    outcome.failures.append(Failure(items[0].row, "invalid_input", str(exc)))
+            except HANDLED as exc:
+                policy = policy_for(exc)
+                self._account_for(policy, exc, reservation, sent_at)
+                match policy.then:
+                    case Then.RESEND:
+                        pass  # the same rows, once the limiter lets them through
+                    case Then.BISECT:
+                        self._bisect(items, exc, outcome)
+                        return
+                    case Then.BACK_OFF:
+                        failures += 1
+                        items = self._back_off(items, exc, failures, outcome)
+                    case Then.STOP:
+                        raise
+            else:
+                self._accept(items, result, reservation, sent_at, outcome)
                 return
-            except AuthFailed:
-                self.limiter.settle(reservation, None)
-                self.breaker.record_neutral()
-                self.metrics.requests.labels("error").inc()
-                raise
-            except (ProviderUnavailable, QuotaExhausted) as exc:
-                # The provider may have counted a request that timed out: keep the estimate.
-                self.limiter.settle(reservation, reservation.tokens)
-                self.metrics.requests.labels("error").inc()
-                if isinstance(exc, ProviderUnavailable):
-                    self.breaker.record_failure()
-                failures += 1
-                if self._charge(items, exc, outcome):
-                    return
-                items = [i for i in items if not self._settled(i, outcome)]
-                delay = self._backoff(failures)
-                log.warning("request of %d rows failed (%s: %s); retrying in %.1fs",
-                            len(items), exc.code, exc, delay)
-                if self.cancelled.wait(delay):
-                    for item in items:
-                        outcome.retries.append((Failure(item.row, exc.code, str(exc)), 0.0))
-                    return
-                continue
-            self._accept(items, result, reservation, sent_at, outcome)
-            return
 
-    def _accept(self, items, result: p.EmbedResult, reservation, sent_at, outcome) -> None:
+    def _account_for(self, policy: Policy, exc: ProviderError, reservation: Reservation,
+                     sent_at: float) -> None:
+        """A failed request in the limiter, the breaker and the metrics, as `policy` says."""
+        self.limiter.settle(reservation, reservation.tokens if policy.keep_estimate else None)
+        if policy.retry_after:
+            self.limiter.observe_headers(exc.headers, sent_at)
+            self.limiter.pause(retry_after_seconds(exc.headers))
+        if policy.breaker is not None:
+            policy.breaker(self.breaker)
+        self.metrics.requests.labels(policy.status).inc()
+
+    def _bisect(self, items: list[Item], exc: ProviderError, outcome: Outcome) -> None:
+        """Send each half on its own until the refused row stands alone: a dead letter."""
+        if len(items) == 1:
+            outcome.failures.append(Failure(items[0].row, "invalid_input", str(exc)))
+            return
+        middle = len(items) // 2
+        self._send(items[:middle], outcome)
+        self._send(items[middle:], outcome)
+
+    def _back_off(self, items: list[Item], exc: ProviderError, failures: int,
+                  outcome: Outcome) -> list[Item]:
+        """Charge the rows an attempt and wait; returns the rows to send again.
+
+        Rows out of attempts are dead-lettered. If the worker stops during the wait, the
+        rest go back to the queue as retries and nothing is returned.
+        """
+        items = self._charge(items, exc, outcome)
+        if not items:
+            return []
+        delay = self._delay(failures)
+        log.warning("request of %d rows failed (%s: %s); retrying in %.1fs",
+                    len(items), exc.code, exc, delay)
+        if self.cancelled.wait(delay):
+            outcome.retries.extend((Failure(i.row, exc.code, str(exc)), 0.0) for i in items)
+            return []
+        return items
+
+    def _accept(self, items: list[Item], result: p.EmbedResult, reservation: Reservation,
+                sent_at: float, outcome: Outcome) -> None:
         tokens = result.tokens if result.tokens is not None else reservation.tokens
         self.limiter.settle(reservation, tokens)
         self.limiter.observe_headers(result.headers, sent_at)
@@ -222,21 +224,19 @@ class Embedder:
             else:
                 outcome.done.append((item.row, vector))
 
-    def _charge(self, items: list[Item], exc: ProviderError, outcome: Outcome) -> bool:
-        """One more attempt for each row; rows out of attempts are dead-lettered.
-
-        Returns True when no row is left to retry.
-        """
-        left = 0
+    def _charge(self, items: list[Item], exc: ProviderError, outcome: Outcome) -> list[Item]:
+        """One more attempt for each row; rows out of attempts are dead-lettered, the
+        others returned."""
+        left = []
         for item in items:
             item.row.attempts += 1
             if item.row.attempts >= self.max_attempts:
                 outcome.failures.append(Failure(item.row, exc.code, str(exc)))
             else:
-                left += 1
-        return left == 0
+                left.append(item)
+        return left
 
-    def _backoff(self, failures: int) -> float:
+    def _delay(self, failures: int) -> float:
         base = self.backoff_seconds * 2 ** (failures - 1)
         # Full jitter keeps lanes (and workers) from retrying in lockstep.
         return min(MAX_BACKOFF_SECONDS, base) * random.uniform(0.5, 1.0)

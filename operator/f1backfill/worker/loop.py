@@ -21,7 +21,7 @@ from .breaker import CircuitBreaker
 from .embedder import Embedder
 from .health import HealthServer, HealthState
 from .metrics import WorkerMetrics
-from .providers import Provider, build_provider
+from .providers import EmbeddingProvider, build_provider
 from .queue import Queue
 from .ratelimit import RateLimiter
 from .textprep import TokenEstimator
@@ -47,7 +47,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         *,
-        provider: Provider | None = None,
+        provider: EmbeddingProvider | None = None,
         metrics: WorkerMetrics | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
@@ -79,14 +79,7 @@ class Worker:
             server.start()
         control = Queue(s.database_url, s.yacht_id, self.name, s.lease_timeout_sec)
         try:
-            self._check_schema(control)
-            reclaimed = control.reclaim_expired()
-            if reclaimed:
-                log.warning("reclaimed %d rows whose worker's lease expired", reclaimed)
-            control.skip_types(s.skip_object_types)
-            queued = control.enqueue_pending(s.skip_object_types)
-            log.info("queued %d pending rows", queued)
-            self._update_depth(control)
+            self._prepare(control)
             lanes = [threading.Thread(target=self._lane, args=(n,), name=f"lane-{n}", daemon=True)
                      for n in range(s.max_in_flight)]
             for lane in lanes:
@@ -97,12 +90,7 @@ class Worker:
             self.provider.close()
             if server:
                 server.stop()
-        if isinstance(self._fatal, AuthFailed):
-            self.summary.exit_code = EXIT_FATAL
-        elif self._fatal is not None:
-            raise self._fatal
-        elif self._terminated:
-            self.summary.exit_code = EXIT_TERMINATED
+        self.summary.exit_code = self._exit_code()
         log.info("worker %s finished: %s", self.name, self.summary)
         return self.summary
 
@@ -110,6 +98,28 @@ class Worker:
         """SIGTERM: finish what is in flight, release the rest, exit promptly."""
         self._terminated = True
         self.stop.set()
+
+    def _prepare(self, control: Queue) -> None:
+        """Before the lanes start: the schema matches, dead workers' rows are back in the
+        queue, skipped types set aside, and the yacht's pending rows queued."""
+        s = self.settings
+        self._check_schema(control)
+        reclaimed = control.reclaim_expired()
+        if reclaimed:
+            log.warning("reclaimed %d rows whose worker's lease expired", reclaimed)
+        control.skip_types(s.skip_object_types)
+        queued = control.enqueue_pending(s.skip_object_types)
+        log.info("queued %d pending rows", queued)
+        self._update_depth(control)
+
+    def _exit_code(self) -> int:
+        """EXIT_FATAL for an auth failure (a person must act), EXIT_TERMINATED after SIGTERM;
+        any other lane failure is raised."""
+        if isinstance(self._fatal, AuthFailed):
+            return EXIT_FATAL
+        if self._fatal is not None:
+            raise self._fatal
+        return EXIT_TERMINATED if self._terminated else EXIT_DONE
 
     def _check_schema(self, queue: Queue) -> None:
         declared = queue.embedding_dimensions()
@@ -148,11 +158,7 @@ class Worker:
         queue = None
         try:
             queue = Queue(s.database_url, s.yacht_id, f"{self.name}", s.lease_timeout_sec)
-            embedder = Embedder(
-                self.provider, self.limiter, self.breaker, self.estimator, self.metrics,
-                yacht_id=s.yacht_id, dimensions=s.dimensions, max_chars=s.max_embedding_chars,
-                max_attempts=s.max_attempts, backoff_seconds=s.retry_backoff_sec,
-                cancelled=self.stop)
+            embedder = self._embedder()
             idle_since: float | None = None
             while not self.stop.is_set():
                 rows = queue.claim(s.batch_size)
@@ -176,6 +182,15 @@ class Worker:
         finally:
             if queue is not None:
                 queue.close()
+
+    def _embedder(self) -> Embedder:
+        """A lane's embedder: its own batch state, the worker's shared budget and breaker."""
+        s = self.settings
+        return Embedder(
+            self.provider, self.limiter, self.breaker, self.estimator, self.metrics,
+            yacht_id=s.yacht_id, dimensions=s.dimensions, max_chars=s.max_embedding_chars,
+            max_attempts=s.max_attempts, backoff_seconds=s.retry_backoff_sec,
+            cancelled=self.stop)
 
     def _idle_wait(self, queue: Queue, idle_since: float | None) -> float | None:
         """How long to wait for more work, or None to finish."""

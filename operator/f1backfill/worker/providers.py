@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..constants import Provider
 from ..errors import (
     AuthFailed,
     BadResponse,
@@ -35,7 +36,9 @@ class EmbedResult:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Provider(Protocol):
+class EmbeddingProvider(Protocol):
+    """What the embedder needs of a provider (`Provider` names which one to build)."""
+
     name: str
 
     def embed(self, texts: list[str]) -> EmbedResult: ...
@@ -50,7 +53,7 @@ class HashProvider:
     tests; L2-normalised like OpenAI's vectors.
     """
 
-    name = "hash"
+    name = Provider.HASH
     _WORD = re.compile(r"\w+")
 
     def __init__(self, dimensions: int) -> None:
@@ -88,7 +91,7 @@ class HashProvider:
 class OpenAIProvider:
     """The official SDK; OPENAI_BASE_URL points it at any OpenAI-compatible server."""
 
-    name = "openai"
+    name = Provider.OPENAI
 
     def __init__(
         self, *, api_key: str, base_url: str | None, model: str, dimensions: int, timeout: float
@@ -131,21 +134,26 @@ class OpenAIProvider:
                                       exc.response.headers) from exc
         except openai.APIResponseValidationError as exc:
             raise BadResponse(f"unreadable response: {exc}") from exc
-        headers = raw.headers
-        try:
-            parsed = raw.parse()
-            data = sorted(parsed.data, key=lambda item: item.index)
-            vectors = [_as_vector(item.embedding) for item in data]
-            tokens = parsed.usage.prompt_tokens if parsed.usage else None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise BadResponse(f"unreadable response: {type(exc).__name__}: {exc}", headers) \
-                from exc
-        if len(vectors) != len(texts):
-            raise BadResponse(f"{len(vectors)} vectors for {len(texts)} inputs", headers)
-        return EmbedResult(vectors=vectors, tokens=tokens, headers=headers)
+        return _read(raw, len(texts))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _read(raw, inputs: int) -> EmbedResult:
+    """A 200's vectors in input order and its usage; BadResponse when it cannot be read or
+    does not hold one vector per input."""
+    headers = raw.headers
+    try:
+        parsed = raw.parse()
+        data = sorted(parsed.data, key=lambda item: item.index)
+        vectors = [_as_vector(item.embedding) for item in data]
+        tokens = parsed.usage.prompt_tokens if parsed.usage else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise BadResponse(f"unreadable response: {type(exc).__name__}: {exc}", headers) from exc
+    if len(vectors) != inputs:
+        raise BadResponse(f"{len(vectors)} vectors for {inputs} inputs", headers)
+    return EmbedResult(vectors=vectors, tokens=tokens, headers=headers)
 
 
 def _as_vector(embedding: object) -> np.ndarray:
@@ -179,13 +187,15 @@ def _rate_limit_error(exc) -> ProviderError:
     return RateLimited(message, headers)
 
 
-def build_provider(settings) -> Provider:
-    if settings.provider == "openai":
-        return OpenAIProvider(
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url or None,
-            model=settings.model,
-            dimensions=settings.dimensions,
-            timeout=settings.request_timeout_sec,
-        )
-    return HashProvider(settings.dimensions)
+def build_provider(settings) -> EmbeddingProvider:
+    match Provider(settings.provider):
+        case Provider.OPENAI:
+            return OpenAIProvider(
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url or None,
+                model=settings.model,
+                dimensions=settings.dimensions,
+                timeout=settings.request_timeout_sec,
+            )
+        case Provider.HASH:
+            return HashProvider(settings.dimensions)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..db import connect, query
+from ..db import query
+from ..db.connection import connect
 
 
 @dataclass
@@ -40,6 +41,8 @@ class QueueState:
     ready: int
     next_in_seconds: float | None
 
+
+MAX_ERROR_CHARS = 1000
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
@@ -128,7 +131,6 @@ class Queue:
         still owns are touched: if our lease expired and another worker took a row over, the
         row is theirs now.
         """
-        embedded = 0
         with self.conn, self.conn.cursor() as cur:
             ids = [r.job_id for r, _ in done] + [f.row.job_id for f in failures]
             cur.execute(query("finish_jobs"), {
@@ -136,34 +138,12 @@ class Queue:
                 "error_code": None, "error": None})
             owned = {row[0] for row in cur.fetchall()}
             done = [(r, v) for r, v in done if r.job_id in owned]
-            if done:
-                if not self._vectors_table:
-                    # IF NOT EXISTS: cheap, and right even after a rolled-back creation.
-                    cur.execute(query("vectors_table"))
-                cur.copy_expert("COPY batch_vectors FROM STDIN WITH (FORMAT binary)",
-                                io.BytesIO(copy_vectors_payload(done)))
-                cur.execute(query("store_embeddings"), {"model": model})
-                stored = cur.fetchall()
-                embedded = len(stored)
-                if embedded < len(done):
-                    cur.execute(query("release_stale_text"), _keys((r for r, _ in done), True))
-                if stored:
-                    cur.execute(query("resolve_dead_letters"), {
-                        "object_types": [s[0] for s in stored],
-                        "object_ids": [s[1] for s in stored]})
+            embedded = self._store(cur, done, model) if done else 0
             failures = [f for f in failures if f.row.job_id in owned]
             if failures:
-                cur.execute(
-                    "UPDATE embedding_jobs SET status = 'dlq' WHERE id = ANY (%(ids)s)",
-                    {"ids": [f.row.job_id for f in failures]})
-                cur.execute(query("dead_letter_rows"), {
-                    **_keys((f.row for f in failures), False),
-                    "attempts": [f.row.attempts for f in failures],
-                    "error_codes": [f.code for f in failures],
-                    "errors": [f.message[:1000] for f in failures]})
+                self._dead_letter(cur, failures)
             if retries:
-                self._requeue(cur, [(f.row, f.row.attempts, f.code, f.message, delay)
-                                    for f, delay in retries])
+                self._requeue(cur, [(f.row, f.code, f.message, delay) for f, delay in retries])
         self._vectors_table = self._vectors_table or bool(done)  # committed: it exists
         return embedded
 
@@ -172,25 +152,59 @@ class Queue:
         rows = list(rows)
         if rows:
             with self.conn, self.conn.cursor() as cur:
-                self._requeue(cur, [(r, r.attempts, None, None, 0.0) for r in rows])
+                self._requeue(cur, [(r, None, None, 0.0) for r in rows])
 
-    def _requeue(self, cur, items: list[tuple[ClaimedRow, int, str | None, str | None, float]]
+    def _store(self, cur, done: Sequence[tuple[ClaimedRow, np.ndarray]], model: str) -> int:
+        """Vectors for rows whose text is still the text embedded; returns how many.
+
+        A row whose text changed meanwhile goes back to pending; a stored row's open dead
+        letter is resolved.
+        """
+        if not self._vectors_table:
+            # IF NOT EXISTS: cheap, and right even after a rolled-back creation.
+            cur.execute(query("vectors_table"))
+        cur.copy_expert(query("copy_vectors"), io.BytesIO(copy_vectors_payload(done)))
+        cur.execute(query("store_embeddings"), {"model": model})
+        stored = cur.fetchall()
+        if len(stored) < len(done):
+            cur.execute(query("release_stale_text"), _keys((r for r, _ in done), hashes=True))
+        if stored:
+            cur.execute(query("resolve_dead_letters"), {
+                "object_types": [s[0] for s in stored], "object_ids": [s[1] for s in stored]})
+        return len(stored)
+
+    def _dead_letter(self, cur, failures: Sequence[Failure]) -> None:
+        cur.execute(query("dead_letter_jobs"), {"ids": [f.row.job_id for f in failures]})
+        cur.execute(query("dead_letter_rows"), {
+            **_keys(f.row for f in failures),
+            "attempts": [f.row.attempts for f in failures],
+            "error_codes": [f.code for f in failures],
+            "errors": [_cut(f.message) for f in failures]})
+
+    def _requeue(self, cur, items: Sequence[tuple[ClaimedRow, str | None, str | None, float]]
                  ) -> None:
+        """(row, error code, error message, delay): back to the queue with the row's
+        attempts; a release has no error."""
+        rows = [row for row, *_ in items]
         cur.execute(query("requeue_rows"), {
             "worker": self.worker,
-            "job_ids": [r.job_id for r, *_ in items],
-            "object_types": [r.object_type for r, *_ in items],
-            "object_ids": [r.object_id for r, *_ in items],
-            "attempts": [a for _, a, *_ in items],
-            "error_codes": [c for _, _, c, _, _ in items],
-            "errors": [None if m is None else m[:1000] for *_, m, _ in items],
-            "delays": [d for *_, d in items]})
+            "job_ids": [r.job_id for r in rows],
+            **_keys(rows),
+            "attempts": [r.attempts for r in rows],
+            "error_codes": [code for _, code, _, _ in items],
+            "errors": [_cut(message) for _, _, message, _ in items],
+            "delays": [delay for *_, delay in items]})
 
 
-def _keys(rows: Iterable[ClaimedRow], with_hash: bool) -> dict[str, list]:
+def _cut(message: str | None) -> str | None:
+    """Error texts are stored (job, row payload, dead letter) cut to MAX_ERROR_CHARS."""
+    return None if message is None else message[:MAX_ERROR_CHARS]
+
+
+def _keys(rows: Iterable[ClaimedRow], *, hashes: bool = False) -> dict[str, list]:
     rows = list(rows)
     keys = {"object_types": [r.object_type for r in rows],
             "object_ids": [r.object_id for r in rows]}
-    if with_hash:
+    if hashes:
         keys["text_hashes"] = [r.text_hash for r in rows]
     return keys

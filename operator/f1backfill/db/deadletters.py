@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .db import query
+from . import query
 
 # Retried rows go ahead of the bulk backfill in the yacht's queue: a person asked.
 RETRY_PRIORITY = 10
@@ -64,15 +64,3 @@ def abandon(conn, *, yacht_id: str | None = None, code: str | None = None,
             counts[str(yacht)] = counts.get(str(yacht), 0) + 1
         return counts
 
-
-def render(letters: list[DeadLetter]) -> str:
-    lines = [f"{'id':<36}  {'yacht':<36}  {'object':<20}  {'code':<16}  {'tries':>5}  "
-             f"{'last failure':<19}  {'resolved':<13}  error"]
-    for d in letters:
-        resolved = d.resolution_type or "-"
-        lines.append(
-            f"{d.id!s:<36}  {d.yacht_id!s:<36}  {d.object_type[:20]:<20}  "
-            f"{(d.error_code or '-')[:16]:<16}  {d.attempts:>5}  "
-            f"{d.last_failure_at:%Y-%m-%d %H:%M:%S}  {resolved:<13}  {d.error}")
-    lines.append(f"\n{len(letters)} dead letters")
-    return "\n".join(lines)
