@@ -102,7 +102,8 @@ def requests(e: Embedder, status: str) -> float:
         "error", Then.BACK_OFF, CircuitBreaker.record_failure, keep_estimate=True)),
     (BadResponse, Policy(
         "error", Then.BACK_OFF, CircuitBreaker.record_failure, keep_estimate=True)),
-    (QuotaExhausted, Policy("error", Then.BACK_OFF, None, keep_estimate=True)),
+    (QuotaExhausted, Policy(
+        "error", Then.BACK_OFF, CircuitBreaker.record_neutral, keep_estimate=True)),
 ])
 def test_each_provider_error_maps_to_its_policy(error, expected):
     assert policy_for(error("refused")) == expected
@@ -178,7 +179,7 @@ def test_what_the_breaker_records(error, failures, state):
     assert (breaker.consecutive_failures, breaker.state) == (failures, state)
 
 
-@pytest.mark.parametrize("error", [RateLimited, RequestTooLarge, AuthFailed])
+@pytest.mark.parametrize("error", [RateLimited, RequestTooLarge, AuthFailed, QuotaExhausted])
 def test_a_neutral_verdict_frees_the_half_open_probe(error):
     clock = Clock()
     breaker = CircuitBreaker(1, 60, clock=clock)
@@ -187,7 +188,7 @@ def test_a_neutral_verdict_frees_the_half_open_probe(error):
     breaker.before_request()  # the probe, whose request fails with `error`
     applied(error, breaker)
     assert breaker.state is BreakerState.HALF_OPEN
-    prober = threading.Thread(target=breaker.before_request)
+    prober = threading.Thread(target=breaker.before_request, daemon=True)
     prober.start()
     prober.join(timeout=2)
     assert not prober.is_alive()  # the next caller became the probe at once

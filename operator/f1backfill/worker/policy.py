@@ -63,9 +63,11 @@ POLICIES: Final[Mapping[type[ProviderError], Policy]] = MappingProxyType({
     # may have counted the request, and its failures are what the breaker is for.
     ProviderUnavailable: Policy(
         "error", Then.BACK_OFF, CircuitBreaker.record_failure, keep_estimate=True),
-    # insufficient_quota: billing, not an outage, so the breaker records nothing; it counts
-    # against the rows like a failure.
-    QuotaExhausted: Policy("error", Then.BACK_OFF, None, keep_estimate=True),
+    # insufficient_quota: billing, not an outage, so no failure for the breaker, but a
+    # neutral verdict: a half-open probe that ends this way must free the probe slot, or
+    # every lane waits for a verdict that never comes. It counts against the rows.
+    QuotaExhausted: Policy(
+        "error", Then.BACK_OFF, CircuitBreaker.record_neutral, keep_estimate=True),
 })
 
 # What the embedder catches; any other error propagates untouched.
