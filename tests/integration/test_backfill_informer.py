@@ -18,7 +18,7 @@ from f1backfill.admission import ObservedBackfill
 from f1backfill.controller.informer import BackfillInformer
 from f1backfill.controller.kube import Kube
 from f1backfill.controller.reconciler import FleetCache
-from f1backfill.sandbox import KubeAPI
+from f1sandbox.kubeapi import KubeAPI
 from tests.support.kubeapi_fixtures import yacht_backfill
 from tests.support.waiting import wait_for
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from f1backfill.constants import GROUP, PLURAL, VERSION
-from f1backfill.sandbox import KubeAPI
-from f1backfill.sandbox.jobrunner import JobRunner
+from f1sandbox.jobrunner import JobRunner
+from f1sandbox.kubeapi import KubeAPI
 from tests.support.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
