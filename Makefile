@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/f1backfill demo
+	$(BIN)/f1sandbox demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,8 +44,8 @@ import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 
 from f1backfill.db.migrate import migrate  # noqa: E402
-from f1backfill.localdb import LocalPostgres  # noqa: E402
-from f1backfill.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
+from f1sandbox.localdb import LocalPostgres  # noqa: E402
+from f1sandbox.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
 from tests.support.fake_openai import count_tokens  # noqa: E402
 
 DIMENSIONS = 1536

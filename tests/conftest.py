@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from f1backfill.db.migrate import migrate
-from f1backfill.localdb import LocalPostgres
+from f1sandbox.localdb import LocalPostgres
 
 _counter = itertools.count()
 

@@ -1,10 +1,10 @@
-"""`f1backfill seed`: demo rows for the yachts of YachtBackfill manifests, once."""
+"""`f1sandbox seed`: demo rows for the yachts of YachtBackfill manifests, once."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from f1backfill.cli import main
+from f1sandbox.cli import main
 from tests.support.fleet import status_counts
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"

@@ -1,6 +1,6 @@
 """The whole product on one machine: emulated Kubernetes API, embedded Postgres, the fake
 OpenAI server, the operator process, and a job runner that runs each Job's worker as a
-local process. Used by the end-to-end tests and by `f1backfill demo`'s test twin.
+local process. Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
 """
 
 from __future__ import annotations

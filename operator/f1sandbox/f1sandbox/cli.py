@@ -1,5 +1,7 @@
 """One entry point for the sandbox: `f1sandbox <command>`.
 
+demo       the whole product in a local sandbox: no cluster, no key, no external database
+seed       load demo rows for the yachts of YachtBackfill manifests (kind, demos)
 kubeapi    run the Kubernetes API emulator until SIGTERM or SIGINT
 jobrunner  run Jobs of an API server as local processes (kubelet's part) until signalled
 
@@ -17,7 +19,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+
+class SandboxError(Exception):
+    """A command cannot do what it was asked; `f1sandbox` prints it and exits 2."""
 
 
 def _serve_until_signalled(
@@ -35,6 +42,35 @@ def _serve_until_signalled(
             pass
     finally:
         stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(timeout=args.timeout)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from f1backfill.config import WorkerSettings
+    from f1backfill.db import connect
+    from f1backfill.errors import BackfillError
+
+    from .samples import load_backfill_manifests, seed_from_manifests
+
+    docs = load_backfill_manifests(Path(args.samples))
+    if not docs:
+        raise SandboxError(f"no YachtBackfill manifests in {args.samples}")
+    try:
+        conn = connect(WorkerSettings.from_env().database_url, application_name="f1sandbox-seed")
+    except BackfillError as exc:  # DATABASE_URL unset, or the database unreachable
+        raise SandboxError(str(exc)) from exc
+    try:
+        conn.autocommit = True
+        seeded = seed_from_manifests(conn, docs)
+    finally:
+        conn.close()
+    print(f"seeded {len(seeded)} of {len(docs)} yachts with demo rows")
     return 0
 
 
@@ -92,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    demo = sub.add_parser(
+        "demo", help="the whole product in a local sandbox (emulated API, embedded Postgres)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="give up after (seconds)")
+    demo.set_defaults(func=cmd_demo)
+
+    seed = sub.add_parser("seed", help="demo rows for the yachts of YachtBackfill manifests "
+                                       "(DATABASE_URL)")
+    seed.add_argument("--samples", default="manifests/samples",
+                      help="folder of YachtBackfill YAML files (default manifests/samples)")
+    seed.set_defaults(func=cmd_seed)
+
     kubeapi = sub.add_parser("kubeapi", help="run the Kubernetes API emulator")
     kubeapi.add_argument("--host", default="127.0.0.1")
     kubeapi.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -126,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SandboxError as exc:
+        print(f"f1sandbox {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

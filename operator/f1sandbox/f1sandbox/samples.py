@@ -1,6 +1,6 @@
 """Generated fleet data: yachts and searchable entities with realistic-looking text.
 
-Used by the demo, `f1backfill seed`, the tests and the benchmarks, so all of them exercise
+Used by the demo, `f1sandbox seed`, the tests and the benchmarks, so all of them exercise
 the same shapes of data: the playbook's object types, texts mostly 200-3,000 characters
 with a tail of long documents.
 """
