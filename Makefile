@@ -38,7 +38,8 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Regenerate the chart's CRD copies and manifests/ from crds/ and the chart (tests fail on
+# Regenerate the chart's CRD copies, the sandbox's copies of the CRDs and samples (its
+# package data) and manifests/ from crds/, manifests/samples/ and the chart (tests fail on
 # drift; `scripts/sync_chart.py --check` compares without writing).
 manifests: $(STAMP)
 	$(BIN)/python scripts/sync_chart.py

@@ -25,6 +25,14 @@ def test_seed_loads_each_sample_yacht_once(db, database_url, monkeypatch, capsys
         assert counts["pending"] >= 700
 
 
+def test_seed_loads_the_samples_packaged_with_the_sandbox_by_default(db, database_url,
+                                                                    monkeypatch, capsys):
+    # What the chart's seed hook runs in the demo image: no checkout, no --samples.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["seed"]) == 0
+    assert "seeded 4 of 4 yachts" in capsys.readouterr().out
+
+
 def test_seed_refuses_a_folder_without_backfills(tmp_path, database_url, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main(["seed", "--samples", str(tmp_path)]) == 2

@@ -56,9 +56,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from f1backfill.db import connect
     from f1backfill.errors import BackfillError
 
+    from .data import SAMPLES
     from .samples import load_backfill_manifests, seed_from_manifests
 
-    docs = load_backfill_manifests(Path(args.samples))
+    docs = load_backfill_manifests(Path(args.samples) if args.samples else SAMPLES)
     if not docs:
         raise SandboxError(f"no YachtBackfill manifests in {args.samples}")
     try:
@@ -135,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="demo rows for the yachts of YachtBackfill manifests "
                                        "(DATABASE_URL)")
-    seed.add_argument("--samples", default="manifests/samples",
-                      help="folder of YachtBackfill YAML files (default manifests/samples)")
+    seed.add_argument("--samples", help="folder of YachtBackfill YAML files (default: the "
+                                        "samples packaged with the sandbox)")
     seed.set_defaults(func=cmd_seed)
 
     kubeapi = sub.add_parser("kubeapi", help="run the Kubernetes API emulator")
