@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from f1backfill.constants import GROUP, PLURAL, VERSION
+from f1sandbox.fake_openai import FakeOpenAI
 from f1sandbox.jobrunner import JobRunner
 from f1sandbox.kubeapi import KubeAPI
-from tests.support.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
