@@ -21,7 +21,7 @@ from f1backfill.builders.status import (
     status_patch,
 )
 from f1backfill.constants import ConditionType
-from f1sandbox.kubeapi.patches import merge_patch
+from f1sandbox.merge import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings
 
 DEFAULTS = settings()
