@@ -30,7 +30,8 @@ What it does (each with a test in tests/integration/test_kubeapi_*.py):
   ownerReference garbage collection (background; Orphan honoured; Foreground acts as
   Background), namespace termination (its objects are deleted, creates in it get 403);
 - CRD openAPIV3Schema pruning, defaulting and validation (422 with causes), including
-  the ``self == oldSelf`` immutability rule;
+  the ``self == oldSelf`` immutability rule, and strict field validation (400 naming the
+  unknown fields): all by ``f1sandbox.crd``, the validator the tests check the CRD with;
 - label and field selectors on LIST, WATCH and DELETE collection; limit/continue paging;
 - WATCH with replay from a resourceVersion, 410 Gone once it is out of the bounded
   history, timeoutSeconds, bookmarks and sendInitialEvents;
