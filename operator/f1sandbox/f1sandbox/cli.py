@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 
-class SandboxError(Exception):
-    """A command cannot do what it was asked; `f1sandbox` prints it and exits 2."""
+def _refuse(command: str, reason: str) -> int:
+    """A command that cannot do what it was asked says why on stderr and exits 2."""
+    print(f"f1sandbox {command}: error: {reason}", file=sys.stderr)
+    return 2
 
 
 def _serve_until_signalled(
@@ -61,11 +63,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
     docs = load_backfill_manifests(Path(args.samples) if args.samples else SAMPLES)
     if not docs:
-        raise SandboxError(f"no YachtBackfill manifests in {args.samples}")
+        return _refuse("seed", f"no YachtBackfill manifests in {args.samples}")
     try:
         conn = connect(WorkerSettings.from_env().database_url, application_name="f1sandbox-seed")
     except BackfillError as exc:  # DATABASE_URL unset, or the database unreachable
-        raise SandboxError(str(exc)) from exc
+        return _refuse("seed", str(exc))
     try:
         conn.autocommit = True
         seeded = seed_from_manifests(conn, docs)
@@ -174,11 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except SandboxError as exc:
-        print(f"f1sandbox {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":
