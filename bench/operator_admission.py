@@ -72,8 +72,8 @@ from f1backfill.controller.observe import observe_backfill  # noqa: E402
 from f1backfill.controller.reconciler import Reconciler  # noqa: E402
 from f1backfill.controller.runtime import configure_gc  # noqa: E402
 from f1backfill.db.figures import YachtFigures  # noqa: E402
-from f1backfill.localdb import LocalPostgres, free_port  # noqa: E402
-from f1backfill.samples import add_rows, add_yacht  # noqa: E402
+from f1sandbox.localdb import LocalPostgres, free_port  # noqa: E402
+from f1sandbox.samples import add_rows, add_yacht  # noqa: E402
 from tests.support.stack import backfill, running_stack  # noqa: E402
 
 SCALES = (134, 1_000, 10_000)

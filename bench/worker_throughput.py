@@ -2,7 +2,7 @@
 
 Runs the real worker (`f1backfill worker`, a child process, so its peak RSS and CPU are its
 own) against the fake OpenAI provider (another child process, `python -m
-tests.support.fake_openai`, so the fake's CPU is not charged to the worker) on a throwaway
+f1sandbox.fake_openai`, so the fake's CPU is not charged to the worker) on a throwaway
 PostgreSQL 18 + pgvector, one fresh database and one fresh fake per scenario:
 
   limited-20ms   OpenAI's tier limits (TPM 1,000,000, RPM 3,000, 60 s burst), 20 ms latency,
@@ -44,9 +44,9 @@ import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 
 from f1backfill.db.migrate import migrate  # noqa: E402
-from f1backfill.localdb import LocalPostgres  # noqa: E402
-from f1backfill.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
-from tests.support.fake_openai import count_tokens  # noqa: E402
+from f1sandbox.fake_openai import count_tokens  # noqa: E402
+from f1sandbox.localdb import LocalPostgres  # noqa: E402
+from f1sandbox.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
 
 DIMENSIONS = 1536
 BATCH_SIZE = 100
@@ -123,7 +123,7 @@ def rows_for(scenario: Scenario, steady_seconds: float) -> int:
 # -- child processes -----------------------------------------------------------------------
 def start_fake(scenario: Scenario, log_path: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "tests.support.fake_openai", "--port", "0",
+    command = [sys.executable, "-m", "f1sandbox.fake_openai", "--port", "0",
                "--rpm", str(scenario.rpm), "--tpm", str(scenario.tpm),
                "--burst-seconds", str(scenario.burst_seconds),
                "--latency-ms", str(scenario.latency_ms), "--dimensions", str(DIMENSIONS)]

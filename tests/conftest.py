@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from f1backfill.db.migrate import migrate
-from f1backfill.localdb import LocalPostgres
+from f1sandbox.localdb import LocalPostgres
 
 _counter = itertools.count()
 
@@ -29,13 +29,7 @@ def pg_server():
 @pytest.fixture
 def database_url(pg_server) -> str:
     """A migrated database of this test's own."""
-    name = f"t{os.getpid()}_{next(_counter)}"
-    conn = psycopg2.connect(pg_server.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE f1_template')
-    conn.close()
-    return pg_server.url(name)
+    return pg_server.create_database(f"t{os.getpid()}_{next(_counter)}", template="f1_template")
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ migrate   create or upgrade the database schema (idempotent, safe concurrently)
 worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
 operator  admit YachtBackfills in priority order, one Job at a time (kopf)
 plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
-seed      load demo rows for the yachts of YachtBackfill manifests (kind, demos)
 feedback  learn query terms from search clicks (`learn`), record a click (`record`)
 dlq       list, retry or abandon dead letters
-demo      the whole product in a local sandbox: no cluster, no key, no external database
+
+The demo and its data live in the development sandbox, not in this package:
+`f1sandbox demo`, `f1sandbox seed` (operator/f1sandbox).
 """
 
 from __future__ import annotations
@@ -108,26 +109,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_seed(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .db.connection import connect
-    from .samples import load_backfill_manifests, seed_from_manifests
-
-    settings = WorkerSettings.from_env()
-    docs = load_backfill_manifests(Path(args.samples))
-    if not docs:
-        raise BackfillError(f"no YachtBackfill manifests in {args.samples}")
-    conn = connect(settings.database_url, application_name="f1backfill-seed")
-    try:
-        conn.autocommit = True
-        seeded = seed_from_manifests(conn, docs)
-    finally:
-        conn.close()
-    print(f"seeded {len(seeded)} of {len(docs)} yachts with demo rows")
-    return 0
-
-
 def cmd_feedback_learn(args: argparse.Namespace) -> int:
     from .config import FeedbackSettings
     from .feedback import learn, render
@@ -200,12 +181,6 @@ def _dead_letter_table(letters: Sequence[DeadLetter]) -> str:
     return "\n".join(lines)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(timeout=args.timeout)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f1backfill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,11 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--namespace", help="namespace written into each CR")
     plan.set_defaults(func=cmd_plan)
 
-    seed = sub.add_parser("seed", help="demo rows for the yachts of YachtBackfill manifests")
-    seed.add_argument("--samples", default="manifests/samples",
-                      help="folder of YachtBackfill YAML files (default manifests/samples)")
-    seed.set_defaults(func=cmd_seed)
-
     feedback = sub.add_parser("feedback", help="click-feedback learning (nightly CronJob)")
     feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
     learn_cmd = feedback_sub.add_parser(
@@ -267,11 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--id", action="append", help="only this entry (repeatable)")
         command.set_defaults(func=cmd_dlq)
-
-    demo = sub.add_parser(
-        "demo", help="the whole product in a local sandbox (emulated API, embedded Postgres)")
-    demo.add_argument("--timeout", type=float, default=300.0, help="give up after (seconds)")
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The README's main command: `f1backfill demo` (what `make demo` runs) finishes green."""
+"""The README's main command: `f1sandbox demo` (what `make demo` runs) finishes green."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def test_the_demo_backfills_the_sample_fleet_through_the_operator():
-    demo = subprocess.run([str(Path(sys.executable).with_name("f1backfill")), "demo",
+    demo = subprocess.run([str(Path(sys.executable).with_name("f1sandbox")), "demo",
                            "--timeout", "180"], capture_output=True, text=True, timeout=240)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "Admission order: aurora-borealis -> blue-horizon -> lady-marina -> " \

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from f1backfill.db.migrate import migrate
-from f1backfill.localdb import free_port
+from f1sandbox.localdb import free_port
 from tests.support.stack import backfill, running_stack
 from tests.support.waiting import wait_for
 

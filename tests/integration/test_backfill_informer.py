@@ -20,7 +20,7 @@ from f1backfill.controller.fleetcache import FleetCache, Table
 from f1backfill.controller.informer import Informer, watched_backfills, watched_jobs
 from f1backfill.controller.kube import Kube
 from f1backfill.controller.observe import observe_backfill
-from f1backfill.sandbox import KubeAPI
+from f1sandbox.kubeapi import KubeAPI
 from tests.support.backfills import settings
 from tests.support.kubeapi_fixtures import yacht_backfill
 from tests.support.waiting import wait_for

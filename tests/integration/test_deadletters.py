@@ -8,7 +8,7 @@ from f1backfill.cli import main
 from f1backfill.config import WorkerSettings
 from f1backfill.db.deadletters import abandon, list_dead_letters, retry
 from f1backfill.worker.loop import Worker
-from tests.support.fake_openai import FakeOpenAI
+from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
 
 

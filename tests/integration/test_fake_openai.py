@@ -25,7 +25,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.fake_openai import (
+from f1sandbox.fake_openai import (
     FakeOpenAI,
     FakeStats,
     TokenBucket,
@@ -588,7 +588,7 @@ def test_stop_does_not_wait_for_hung_requests_and_restart_keeps_the_port(
 
 def test_standalone_process() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--rpm", "60",
+        [sys.executable, "-m", "f1sandbox.fake_openai", "--port", "0", "--rpm", "60",
          "--burst-seconds", "1", "--tpm", "1000", "--latency-ms", "10", "--dimensions", "32"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ from f1backfill.config import FeedbackSettings, WorkerSettings
 from f1backfill.errors import BackfillError
 from f1backfill.feedback import learn, record_click
 from f1backfill.worker.loop import Worker
-from tests.support.fake_openai import FakeOpenAI
+from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.waiting import wait_for
 

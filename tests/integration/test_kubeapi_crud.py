@@ -391,6 +391,26 @@ def test_crd_schema_defaults_prunes_and_validates(k8s, crd, namespace):
     assert "spec.yachtId: Required value" in status_of(error.value)["message"]
 
 
+def test_strict_field_validation_refuses_unknown_fields_by_name(k8s, crd, namespace):
+    # kubectl apply's default (fieldValidation=Strict): refused, not silently pruned.
+    body = yacht_backfill("alpha", namespace)
+    body["spec"]["batchsize"] = 10
+    with pytest.raises(ApiException) as error:
+        custom(k8s).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+        )
+    assert error.value.status == 400
+    assert 'strict decoding error: unknown field "spec.batchsize"' in status_of(error.value)[
+        "message"
+    ]
+    del body["spec"]["batchsize"]
+    body["spec"]["priority"] = None  # a null of a known field is dropped, not refused
+    created = custom(k8s).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+    )
+    assert "priority" not in created["spec"]
+
+
 def test_names_and_labels_are_validated(k8s, namespace):
     core = k.CoreV1Api(k8s)
     with pytest.raises(ApiException) as error:

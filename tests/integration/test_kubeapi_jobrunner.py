@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k
 
-from f1backfill.sandbox.jobrunner import JobRunner
+from f1sandbox.jobrunner import JobRunner
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,9 +288,8 @@ def test_rewrite_hook_maps_the_image_entrypoint(kubeconfig, k8s, namespace, tmp_
 def test_standalone_runner_process(kubeconfig, k8s, namespace, tmp_path):
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "f1backfill.sandbox.jobrunner",
+            str(Path(sys.executable).with_name("f1sandbox")),
+            "jobrunner",
             f"--kubeconfig={kubeconfig}",
             f"--workdir={tmp_path / 'jobs'}",
             f"--namespace={namespace}",

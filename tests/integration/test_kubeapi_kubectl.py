@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client as k
 
-from f1backfill.sandbox import is_serving
+from f1sandbox.kubeapi import is_serving
 from tests.support.kubeapi_fixtures import (
     GROUP,
     PEERING_CRDS,
@@ -272,9 +272,8 @@ def test_standalone_server_process(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "f1backfill.sandbox",
+            str(Path(sys.executable).with_name("f1sandbox")),
+            "kubeapi",
             "--port",
             "0",
             "--kubeconfig",

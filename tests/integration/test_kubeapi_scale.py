@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from kubernetes import client as k
 
-from f1backfill.sandbox import KubeAPI
+from f1sandbox.kubeapi import KubeAPI
 from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, test_crd, yacht_backfill
 
 COUNT = 10_000

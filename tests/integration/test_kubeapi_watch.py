@@ -12,7 +12,7 @@ from kubernetes import client as k
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from f1backfill.sandbox import KubeAPI
+from f1sandbox.kubeapi import KubeAPI
 from tests.support.kubeapi_fixtures import GROUP, PLURAL, VERSION, yacht_backfill
 from tests.support.waiting import wait_for
 

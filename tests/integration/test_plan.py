@@ -5,7 +5,8 @@ from __future__ import annotations
 import yaml
 
 from f1backfill.plan import plan
-from tests.support.crd import admit, openapi_schema
+from f1sandbox.crd import admit
+from tests.support.crd_cases import SCHEMA
 from tests.support.fleet import add_yacht
 
 
@@ -21,6 +22,5 @@ def test_plan_prints_a_valid_backfill_per_active_yacht_in_tier_order(db, databas
     assert docs[0]["spec"]["yachtId"] == str(vip.id)
     assert docs[0]["metadata"]["name"] == f"lady-marina-{str(vip.id)[:8]}"
     assert docs[0]["metadata"]["namespace"] == "fleet"
-    schema = openapi_schema()
     for doc in docs:
-        admit(schema, doc)  # raises with the API server's messages when invalid
+        admit(SCHEMA, doc)  # raises with the API server's messages when invalid

@@ -302,7 +302,7 @@ def test_the_check_refuses_a_missing_rule_and_an_unused_one():
 def test_the_emulator_logs_requests_per_token(tmp_path):
     from kubernetes import client, config
 
-    from f1backfill.sandbox import KubeAPI
+    from f1sandbox.kubeapi import KubeAPI
 
     with KubeAPI() as api:
         client.CoreV1Api(api.client()).list_namespace()

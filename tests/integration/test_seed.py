@@ -1,10 +1,10 @@
-"""`f1backfill seed`: demo rows for the yachts of YachtBackfill manifests, once."""
+"""`f1sandbox seed`: demo rows for the yachts of YachtBackfill manifests, once."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from f1backfill.cli import main
+from f1sandbox.cli import main
 from tests.support.fleet import status_counts
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
@@ -23,6 +23,14 @@ def test_seed_loads_each_sample_yacht_once(db, database_url, monkeypatch, capsys
     for yacht_id, _ in yachts:
         counts = status_counts(db, yacht_id)
         assert counts["pending"] >= 700
+
+
+def test_seed_loads_the_samples_packaged_with_the_sandbox_by_default(db, database_url,
+                                                                    monkeypatch, capsys):
+    # What the chart's seed hook runs in the demo image: no checkout, no --samples.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["seed"]) == 0
+    assert "seeded 4 of 4 yachts" in capsys.readouterr().out
 
 
 def test_seed_refuses_a_folder_without_backfills(tmp_path, database_url, monkeypatch, capsys):

@@ -13,7 +13,7 @@ import pytest
 
 from f1backfill.config import WorkerSettings
 from f1backfill.worker.loop import Worker
-from tests.support.fake_openai import FakeOpenAI
+from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.waiting import wait_for
 

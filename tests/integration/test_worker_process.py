@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI
+from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.waiting import wait_for
 

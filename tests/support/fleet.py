@@ -1,6 +1,6 @@
-"""Test data helpers: the product's fleet generator, re-exported for tests."""
+"""Test data helpers: the sandbox's fleet generator, re-exported for tests."""
 
-from f1backfill.samples import (  # noqa: F401
+from f1sandbox.samples import (  # noqa: F401
     OBJECT_TYPES,
     Yacht,
     add_rows,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from f1backfill.sandbox.server import KubeAPI
+from f1sandbox.kubeapi import KubeAPI
 
 GROUP = "f1cortex.io"
 # kopf's peering CRDs as the product ships them (one source: crds/).

@@ -1,6 +1,6 @@
 """The whole product on one machine: emulated Kubernetes API, embedded Postgres, the fake
 OpenAI server, the operator process, and a job runner that runs each Job's worker as a
-local process. Used by the end-to-end tests and by `f1backfill demo`'s test twin.
+local process. Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from f1backfill.constants import GROUP, PLURAL, VERSION
-from f1backfill.sandbox import KubeAPI
-from f1backfill.sandbox.jobrunner import JobRunner
-from tests.support.fake_openai import FakeOpenAI
+from f1sandbox.fake_openai import FakeOpenAI
+from f1sandbox.jobrunner import JobRunner
+from f1sandbox.kubeapi import KubeAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]

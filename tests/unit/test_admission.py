@@ -28,7 +28,7 @@ from f1backfill.builders.status import (
 )
 from f1backfill.controller.observe import observe_job
 from f1backfill.db.figures import YachtFigures
-from f1backfill.sandbox.patches import merge_patch
+from f1sandbox.merge import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings, yacht_id
 
 Y1, Y2, Y3 = yacht_id(1), yacht_id(2), yacht_id(3)

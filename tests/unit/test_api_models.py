@@ -32,7 +32,7 @@ from f1backfill.api import (
     to_camel,
 )
 from f1backfill.errors import BackfillError, SpecError
-from tests.support.crd import INVALID_SPECS, VALID_YACHT_ID
+from tests.support.crd_cases import INVALID_SPECS, VALID_YACHT_ID
 
 T0 = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 

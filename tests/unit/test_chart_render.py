@@ -376,7 +376,17 @@ def test_demo_seed_runs_after_the_migrations(name):
     # Same phase (post-install): Helm runs lower weights first and waits for each Job.
     assert "post-install" not in migrate_hooks or migrate_weight < seed_weight
     (container,) = jobs["demo-seed"]["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["f1backfill", "seed", "--samples", "/app/manifests/samples"]
+    # The demo image: the product image has no sandbox, hence no `seed`.
+    assert container["command"] == ["f1sandbox", "seed"]
+    assert container["image"] == "f1backfill-demo:0.1.0"
+
+
+def test_the_demo_seed_runs_the_demo_image_it_is_given():
+    jobs = jobs_by_component(render({"demo": {"seed": True, "image": {
+        "repository": "registry.example/f1-demo", "tag": "1.2.3"}}}))
+    (container,) = jobs["demo-seed"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/f1-demo:1.2.3"
+    assert container["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_no_demo_seed_by_default():

@@ -24,6 +24,8 @@ BAD_VALUES = {
     "replicas-not-a-number": ({"replicaCount": "two"}, "/replicaCount"),
     "pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     "empty-repository": ({"image": {"repository": ""}}, "/image/repository"),
+    "empty-demo-repository": ({"demo": {"image": {"repository": ""}}},
+                              "/demo/image/repository"),
     "provider": ({"embedding": {"defaultProvider": "cohere"}}, "/embedding/defaultProvider"),
     "openai-without-secret": ({"embedding": {"defaultProvider": "openai"}},
                               "/openai/existingSecret"),

@@ -1,6 +1,8 @@
 """What is generated from a source stays identical to it (scripts/sync_chart.py):
 
 - the chart's CRDs are crds/*.yaml under a "generated" header;
+- the sandbox's package data (f1sandbox.data) is crds/*.yaml and manifests/samples/*.yaml
+  under the same header;
 - manifests/crds.yaml and manifests/f1backfill.yaml are the chart rendered now.
 
 Fix a failure with `python scripts/sync_chart.py` (make manifests).
@@ -41,6 +43,37 @@ def test_chart_crds_are_the_repositorys_crds(name):
     source = sync_chart.CRDS / name
     assert list(yaml.safe_load_all(path.read_text())) == list(
         yaml.safe_load_all(source.read_text()))
+
+
+SANDBOX_COPIES = sorted(sync_chart.sandbox_data())
+
+
+def test_the_sandbox_has_a_copy_of_every_crd_and_sample_and_nothing_else():
+    names = {(p.parent.name, p.name) for p in SANDBOX_COPIES}
+    assert {("crds", "yachtbackfill.yaml"), ("crds", "kopf-peering.yaml"),
+            ("samples", "yachtbackfill-full.yaml")} <= names
+    assert len(names) == len(list(sync_chart.CRDS.glob("*.yaml"))) + len(
+        list(sync_chart.SAMPLES.glob("*.yaml")))
+    present = sorted(p for p in sync_chart.SANDBOX_DATA.rglob("*.yaml"))
+    assert present == SANDBOX_COPIES
+
+
+@pytest.mark.parametrize("path", SANDBOX_COPIES,
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_sandbox_copies_are_their_sources(path):
+    expected = sync_chart.sandbox_data()[path]
+    assert path.read_text() == expected, f"{FIX}\n{diff(path, expected)}"
+    source = (sync_chart.CRDS if path.parent.name == "crds" else sync_chart.SAMPLES) / path.name
+    assert list(yaml.safe_load_all(path.read_text())) == list(
+        yaml.safe_load_all(source.read_text()))
+
+
+def test_the_sandbox_reads_its_copies_as_package_data():
+    from f1sandbox import data
+
+    assert [f.name for f in data.yaml_files(data.CRDS)] == sorted(
+        p.name for p in sync_chart.CRDS.glob("*.yaml"))
+    assert {d["kind"] for d in data.documents(data.SAMPLES)} == {"YachtBackfill"}
 
 
 @pytest.fixture(scope="module")

@@ -20,25 +20,27 @@ import pytest
 
 from f1backfill.api import BackfillSpec, BackfillStatus, to_camel
 from f1backfill.errors import SpecError
-from tests.support.crd import (
-    EXAMPLE_STATUS,
-    INVALID_SPECS,
-    MINIMAL_SPEC,
-    SAMPLES_DIR,
-    VALID_YACHT_ID,
+from f1sandbox.crd import (
     Invalid,
     admit,
     apply_defaults,
     crd_version,
     is_int_or_string,
     load_yaml_documents,
-    make_cr,
     node_at,
-    openapi_schema,
     walk,
 )
+from tests.support.crd_cases import (
+    CRD,
+    EXAMPLE_STATUS,
+    INVALID_SPECS,
+    MINIMAL_SPEC,
+    SAMPLES_DIR,
+    SCHEMA,
+    VALID_YACHT_ID,
+    make_cr,
+)
 
-SCHEMA = openapi_schema()
 SPEC_SCHEMA = SCHEMA["properties"]["spec"]
 STATUS_SCHEMA = SCHEMA["properties"]["status"]
 # kopf's own bookkeeping: in the CRD so it is not pruned, deliberately not modelled.
@@ -533,7 +535,7 @@ def test_a_status_written_by_the_models_is_valid_and_reads_back_the_same() -> No
 
 
 @pytest.mark.parametrize(
-    "column", crd_version()["additionalPrinterColumns"], ids=lambda c: c["name"]
+    "column", crd_version(CRD)["additionalPrinterColumns"], ids=lambda c: c["name"]
 )
 def test_printer_columns_point_at_fields_that_exist(column: dict[str, Any]) -> None:
     path = column["jsonPath"].removeprefix(".")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.crd import (
-    PEERING_CRD_PATH,
-    load_yaml_documents,
-    structural_violations,
-    unknown_fields,
-)
+from f1sandbox.crd import load_yaml_documents, structural_violations, unknown_fields
+from tests.support.crd_cases import PEERING_CRD_PATH
 
 DOCUMENTS = load_yaml_documents(PEERING_CRD_PATH)
 BY_KIND = {doc["spec"]["names"]["kind"]: doc for doc in DOCUMENTS}

@@ -9,27 +9,29 @@ from typing import Any
 import pytest
 
 from f1backfill import constants
-from tests.support.crd import (
-    EXAMPLE_STATUS,
-    INVALID_SPECS,
-    MINIMAL_SPEC,
-    SAMPLES_DIR,
-    VALID_YACHT_ID,
+from f1sandbox.crd import (
     Invalid,
     admit,
     apply_defaults,
     crd_version,
-    load_crd,
     load_yaml_documents,
-    make_cr,
-    openapi_schema,
     structural_violations,
+    unevaluated_rules,
     unknown_fields,
     validate,
     walk,
 )
+from tests.support.crd_cases import (
+    CRD,
+    EXAMPLE_STATUS,
+    INVALID_SPECS,
+    MINIMAL_SPEC,
+    SAMPLES_DIR,
+    SCHEMA,
+    VALID_YACHT_ID,
+    make_cr,
+)
 
-SCHEMA = openapi_schema()
 SAMPLES = sorted(SAMPLES_DIR.glob("*.yaml"))
 
 
@@ -47,7 +49,7 @@ def errors_of(spec: dict[str, Any]) -> list[str]:
 
 
 def test_crd_names_match_the_design_and_the_constants() -> None:
-    crd = load_crd()
+    crd = CRD
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == constants.CRD_NAME == "yachtbackfills.f1cortex.io"
@@ -63,7 +65,7 @@ def test_crd_names_match_the_design_and_the_constants() -> None:
 
 
 def test_one_version_served_and_stored_with_a_status_subresource() -> None:
-    (version,) = load_crd()["spec"]["versions"]
+    (version,) = CRD["spec"]["versions"]
     assert version["name"] == constants.VERSION == "v1alpha1"
     assert version["served"] is True
     assert version["storage"] is True
@@ -72,7 +74,7 @@ def test_one_version_served_and_stored_with_a_status_subresource() -> None:
 
 def test_printer_columns_are_exactly_the_designed_ones() -> None:
     columns = [
-        (c["name"], c["type"], c["jsonPath"]) for c in crd_version()["additionalPrinterColumns"]
+        (c["name"], c["type"], c["jsonPath"]) for c in crd_version(CRD)["additionalPrinterColumns"]
     ]
     assert columns == [
         ("Yacht", "string", ".spec.yachtName"),
@@ -84,7 +86,9 @@ def test_printer_columns_are_exactly_the_designed_ones() -> None:
         ("ETA", "string", ".status.eta"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
-    progress = next(c for c in crd_version()["additionalPrinterColumns"] if c["name"] == "Progress")
+    progress = next(
+        c for c in crd_version(CRD)["additionalPrinterColumns"] if c["name"] == "Progress"
+    )
     assert "percent" in progress["description"].lower()
 
 
@@ -93,6 +97,12 @@ def test_printer_columns_are_exactly_the_designed_ones() -> None:
 
 def test_schema_is_structural_with_valid_pruned_defaults() -> None:
     assert structural_violations(SCHEMA) == []
+
+
+def test_every_cel_rule_is_one_the_validator_evaluates() -> None:
+    # f1sandbox.crd evaluates `self == oldSelf` only: a CR these tests (and the emulator)
+    # admit must not be one a real server refuses for a rule nobody evaluated.
+    assert unevaluated_rules(SCHEMA) == []
 
 
 def test_only_status_kopf_keeps_unknown_fields() -> None:

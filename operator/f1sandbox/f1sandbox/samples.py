@@ -1,6 +1,6 @@
 """Generated fleet data: yachts and searchable entities with realistic-looking text.
 
-Used by the demo, `f1backfill seed`, the tests and the benchmarks, so all of them exercise
+Used by the demo, `f1sandbox seed`, the tests and the benchmarks, so all of them exercise
 the same shapes of data: the playbook's object types, texts mostly 200-3,000 characters
 with a tail of long documents.
 """
@@ -11,10 +11,12 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg2.extras
-import yaml
+
+from .data import SAMPLES, documents
 
 OBJECT_TYPES = ("work_order", "equipment", "document", "email", "certificate")
 
@@ -96,14 +98,10 @@ def status_counts(conn, yacht_id: uuid.UUID) -> dict[str, int]:
         return dict(cur.fetchall())
 
 
-def load_backfill_manifests(folder: Path) -> list[dict]:
-    """The YachtBackfill documents of every YAML file in `folder`, in file order."""
-    docs = []
-    for path in sorted(Path(folder).glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "YachtBackfill":
-                docs.append(doc)
-    return docs
+def load_backfill_manifests(folder: Path | Traversable = SAMPLES) -> list[dict]:
+    """The YachtBackfill documents of every YAML file in `folder` (default: the samples
+    packaged with the sandbox), in file order."""
+    return [doc for doc in documents(folder) if doc.get("kind") == "YachtBackfill"]
 
 
 def seed_from_manifests(conn, docs: list[dict], rows: tuple[int, ...] = (1200, 900, 1500, 700),

@@ -27,7 +27,6 @@ from typing import Any
 from . import errors
 from .errors import ApiError
 from .registry import ResourceDef, builtin_resources, resource_from_crd
-from .schema import apply_schema
 from .selectors import Predicate
 
 Key = tuple[str, str]  # (group, plural)
@@ -744,17 +743,21 @@ class Store:
         elif resource.crd_name is not None:
             version = obj["apiVersion"].rpartition("/")[2]
             schema = resource.schemas.get(version) or resource.schemas.get(resource.versions[0])
-            before = json.dumps(obj, sort_keys=True) if strict_fields else ""
-            causes = apply_schema(obj, schema, old)
-            if causes:
-                raise errors.invalid(f"{resource.kind}.{resource.group}", name, causes)
-            if strict_fields and _has_pruned(json.loads(before), obj):
+            if schema is None:
+                return
+            unknown = schema.unknown_fields(obj) if strict_fields else []
+            if unknown:
+                # Decoding comes before validation: the server refuses these first.
                 raise ApiError(
                     400,
-                    "strict decoding error: unknown fields were pruned from "
-                    f'{resource.kind} "{name}"',
+                    f'{resource.kind} in version "{version}" cannot be handled as a '
+                    f"{resource.kind}: strict decoding error: "
+                    + ", ".join(f'unknown field "{path}"' for path in unknown),
                     reason="BadRequest",
                 )
+            causes = schema.admit_in_place(obj, old)
+            if causes:
+                raise errors.invalid(f"{resource.kind}.{resource.group}", name, causes)
 
     def _prepare_crd(self, crd: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = crd.get("spec") or {}
@@ -974,12 +977,3 @@ def _default_job(job: dict[str, Any], old: dict[str, Any] | None) -> None:
     else:
         spec["selector"] = old.get("spec", {}).get("selector", spec.get("selector"))
 
-
-def _has_pruned(before: Any, after: Any) -> bool:
-    if isinstance(before, dict) and isinstance(after, dict):
-        return any(
-            k not in after or _has_pruned(v, after[k]) for k, v in before.items() if k != "metadata"
-        )
-    if isinstance(before, list) and isinstance(after, list):
-        return any(_has_pruned(b, a) for b, a in zip(before, after, strict=False))
-    return False

@@ -1,4 +1,5 @@
-"""PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902), strategic merge (light).
+"""PATCH bodies: JSON merge patch (RFC 7386, in ``f1sandbox.merge``), JSON patch (RFC 6902),
+strategic merge (light).
 
 Strategic merge is approximated: maps merge as in a merge patch; the lists Kubernetes
 declares with a merge key (containers and env by ``name``, conditions by ``type``,
@@ -13,7 +14,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..merge import merge_patch
 from .errors import ApiError
+
+__all__ = ["json_patch", "merge_patch", "strategic_merge_patch"]
 
 MISSING = object()
 
@@ -31,19 +35,6 @@ STRATEGIC_MERGE_KEYS = {
     "imagePullSecrets": "name",
 }
 STRATEGIC_SET_LISTS = {"finalizers"}
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: a dict merges key by key, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:

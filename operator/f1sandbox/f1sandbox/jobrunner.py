@@ -16,7 +16,8 @@ conditions; on a non-zero exit ``failed`` counts up and the container is run aga
 ``spec.suspend`` stops it (Suspended) and resuming starts it again; deleting the Job
 sends SIGTERM and, after ``terminationGracePeriodSeconds``, SIGKILL, as a kubelet does;
 ``ttlSecondsAfterFinished`` deletes a finished Job (the TTL controller's part).
-Each Job's output goes to ``<workdir>/<namespace>.<name>.log``.
+Each Job's output goes to ``<workdir>/<namespace>.<name>.log``. As a process of its own:
+``f1sandbox jobrunner``.
 
 Limitations: one container per pod (init and sidecar containers are ignored),
 completions/parallelism above 1 are run as one, no resource limits are enforced, and the
@@ -25,7 +26,6 @@ retry delay is ``retry_delay`` rather than the controller's exponential 10 s bac
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -36,7 +36,6 @@ import random
 import re
 import shlex
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -643,72 +642,3 @@ class JobRunner:
     def _log_runner(self, message: str) -> None:
         self._log(self.workdir / "jobrunner.log", message)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m f1backfill.sandbox.jobrunner", description=__doc__.split("\n")[0]
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--kubeconfig", help="kubeconfig of the API server")
-    where.add_argument("--url", help="URL of the API server (no authentication)")
-    parser.add_argument("--workdir", required=True, help="logs and working directory")
-    parser.add_argument("--namespace", help="only Jobs in this namespace (default: all)")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="base environment of every process (repeatable)",
-    )
-    parser.add_argument(
-        "--inherit-env",
-        action="store_true",
-        help="put the runner's own environment under the container env",
-    )
-    parser.add_argument(
-        "--map-command",
-        action="append",
-        default=[],
-        metavar="FROM=TO",
-        help="replace argv[0] FROM with the words of TO (repeatable)",
-    )
-    parser.add_argument("--grace-period", type=float, help="cap on terminationGracePeriodSeconds")
-    args = parser.parse_args(argv)
-
-    mapping = {}
-    for item in args.map_command:
-        source, _, target = item.partition("=")
-        mapping[source] = shlex.split(target)
-
-    def rewrite(command: list[str], env: dict[str, str], job: dict[str, Any]) -> list[str]:
-        if command and command[0] in mapping:
-            return [*mapping[command[0]], *command[1:]]
-        return command
-
-    runner = JobRunner(
-        args.kubeconfig or args.url,
-        args.workdir,
-        env=dict(item.partition("=")[::2] for item in args.env),
-        namespace=args.namespace,
-        inherit_env=args.inherit_env,
-        rewrite=rewrite if mapping else None,
-        grace_period=args.grace_period,
-    )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    runner.start()
-    print(
-        json.dumps({"pid": os.getpid(), "server": runner.server, "workdir": str(runner.workdir)}),
-        flush=True,
-    )
-    try:
-        while not stopping.wait(1.0):
-            pass
-    finally:
-        runner.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..crd import CrdSchema
+
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
@@ -20,7 +22,9 @@ class ResourceDef:
     categories: list[str] = field(default_factory=list)
     subresources: set[str] = field(default_factory=set)
     printer_columns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per version
-    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # per version
+    # Per version, compiled once when the CRD is created; a version without one is stored
+    # as sent.
+    schemas: dict[str, CrdSchema] = field(default_factory=dict)
     crd_name: str | None = None  # set when a CustomResourceDefinition defines it
 
     @property
@@ -156,6 +160,10 @@ def resource_from_crd(crd: dict[str, Any]) -> ResourceDef:
         printer_columns={
             v["name"]: list(v.get("additionalPrinterColumns") or []) for v in versions
         },
-        schemas={v["name"]: (v.get("schema") or {}).get("openAPIV3Schema") or {} for v in versions},
+        schemas={
+            v["name"]: CrdSchema(schema)
+            for v in versions
+            if (schema := (v.get("schema") or {}).get("openAPIV3Schema"))
+        },
         crd_name=(crd.get("metadata") or {}).get("name"),
     )
