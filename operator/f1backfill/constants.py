@@ -6,9 +6,7 @@ in Python. `tests/unit/test_crd_models_drift.py` fails when the two disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Final
 
 # --- The custom resource -------------------------------------------------------------------
@@ -55,12 +53,7 @@ JOB_NAME_PREFIX: Final = "yb"
 JOB_NAME_MAX_LENGTH: Final = 63
 JOB_NAME_HASH_LENGTH: Final = 10
 
-# A Job's pod resources when the CR does not override them (requests = limits, so the pod is
-# Guaranteed QoS and is not the first one evicted under memory pressure).
-DEFAULT_MEMORY: Final = "512Mi"
-DEFAULT_CPU: Final = "500m"
-
-# --- Phases, conditions, tiers, providers ---------------------------------------------------
+# --- Phases, conditions, providers ---------------------------------------------------
 
 
 class Phase(StrEnum):
@@ -89,17 +82,6 @@ class ConditionType(StrEnum):
     # request the API server refuses) blocks reconciliation until a person acts. Present
     # only on a backfill that has been stalled; False again once a reconciliation passes.
     STALLED = "Stalled"
-
-
-TIER_PRIORITY: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "enterprise": 100,
-        "premium": 50,
-        "standard": 10,
-    }
-)
-PRIORITY_MIN: Final = 0
-PRIORITY_MAX: Final = 1000
 
 
 class Provider(StrEnum):

@@ -1,8 +1,11 @@
 """The Python models (f1backfill.api) and the CRD's schema must not drift apart.
 
-Fields, types, required fields, defaults and enums are compared directly; bounds, lengths,
-list sizes and patterns are compared by behaviour: the same probe values are sent through
-the emulated API server and through `from_dict`, and both must take the same decision.
+Fields, types, required fields, defaults and enums are compared directly. The CRD alone
+validates bounds, lengths, list sizes and patterns; its bounds and defaults must be the
+ones defaults.py holds for the settings and the models, and every value it admits at its
+edges must read through the models (which do not check them again). What the models
+refuse is what the schema cannot say: a value of the wrong type, which the API server
+would not have stored, and a resource request above its limit.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from f1backfill import defaults
 from f1backfill.api import BackfillSpec, BackfillStatus, to_camel
 from f1backfill.errors import SpecError
 from f1sandbox.crd import (
@@ -374,16 +378,13 @@ def _model_decision(root: str, cr: dict[str, Any]) -> SpecError | None:
 
 
 def _probe(root: str, path: str, value: Any) -> None:
-    """Both sides accept `value` at `path`, or both refuse it naming the same field."""
-    cr, named = _document(root, path, value)
-    crd_errors = _crd_decision(cr)
-    model_error = _model_decision(root, cr)
-    if not crd_errors:
-        assert model_error is None, f"{path}={value!r}: only the models refuse: {model_error}"
+    """What the CRD admits at `path`, the models read as it is; what it refuses never
+    reaches them (the API server stores no such object), so it is not asked of them."""
+    cr, _ = _document(root, path, value)
+    if _crd_decision(cr):
         return
-    assert model_error is not None, f"{path}={value!r}: only the CRD refuses: {crd_errors}"
-    assert any(e.startswith(f"{named}: ") for e in crd_errors), crd_errors
-    assert model_error.field == named, (model_error.field, crd_errors)
+    model_error = _model_decision(root, cr)
+    assert model_error is None, f"{path}={value!r}: the CRD admits it, the models refuse it"
 
 
 def _leaf_nodes(root: str) -> list[tuple[str, dict[str, Any]]]:
@@ -409,7 +410,8 @@ def _bound_cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("root", "path", "value", "valid"), list(_bound_cases()))
-def test_bounds_are_enforced_alike(root: str, path: str, value: Any, valid: bool) -> None:
+def test_values_at_the_crds_bounds_read_through_the_models(root: str, path: str, value: Any,
+                                                          valid: bool) -> None:
     cr, _ = _document(root, path, value)
     assert (_crd_decision(cr) == []) is valid
     _probe(root, path, value)
@@ -428,7 +430,8 @@ def _length_cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("root", "path", "value"), list(_length_cases()))
-def test_string_lengths_are_enforced_alike(root: str, path: str, value: str) -> None:
+def test_strings_at_the_crds_lengths_read_through_the_models(root: str, path: str,
+                                                            value: str) -> None:
     _probe(root, path, value)
 
 
@@ -461,7 +464,8 @@ def _size_cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("root", "path", "items", "valid"), list(_size_cases()))
-def test_list_sizes_are_enforced_alike(root: str, path: str, items: list, valid: bool) -> None:
+def test_lists_at_the_crds_sizes_read_through_the_models(root: str, path: str, items: list,
+                                                        valid: bool) -> None:
     cr, _ = _document(root, path, items)
     assert (_crd_decision(cr) == []) is valid
     _probe(root, path, items)
@@ -476,7 +480,8 @@ def _pattern_cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("root", "path", "value"), list(_pattern_cases()))
-def test_patterns_are_enforced_alike(root: str, path: str, value: str) -> None:
+def test_strings_the_crds_patterns_admit_read_through_the_models(root: str, path: str,
+                                                                value: str) -> None:
     _probe(root, path, value)
 
 
@@ -508,10 +513,52 @@ def test_integer_quantities_are_read_alike(
             assert model_error is not None and model_error.field == named
 
 
-@pytest.mark.parametrize(
-    ("spec", "field"), [c[1:3] for c in INVALID_SPECS], ids=[c[0] for c in INVALID_SPECS]
-)
-def test_models_refuse_what_the_crd_refuses_naming_the_same_field(
+# Where the CRD has a bound, defaults.py has it too (and the settings take it from there).
+BOUNDS = {
+    "spec.batchSize": defaults.BATCH_SIZE,
+    "spec.batchSleepSeconds": defaults.BATCH_SLEEP_SECONDS,
+    "spec.maxEmbeddingChars": defaults.MAX_EMBEDDING_CHARS,
+    "spec.maxAttempts": defaults.MAX_ATTEMPTS,
+    "spec.priority": defaults.PRIORITY,
+    "spec.embedding.dimensions": defaults.EMBEDDING_DIMENSIONS,
+    "spec.rateLimit.requestsPerMinute": defaults.REQUESTS_PER_MINUTE,
+    "spec.rateLimit.tokensPerMinute": defaults.TOKENS_PER_MINUTE,
+    "spec.drift.toleranceMinutes": defaults.DRIFT_TOLERANCE_MINUTES,
+}
+
+
+def test_every_bounded_spec_number_has_its_home_in_defaults() -> None:
+    bounded = {path for path, node in crd_fields("spec").items()
+               if node.get("type") in ("integer", "number")
+               and ("minimum" in node or "maximum" in node)}
+    assert bounded == set(BOUNDS)
+
+
+@pytest.mark.parametrize("path", sorted(BOUNDS))
+def test_the_crds_bounds_and_defaults_are_the_ones_in_defaults(path: str) -> None:
+    node, bound = crd_fields("spec")[path], BOUNDS[path]
+    assert (node.get("minimum"), node.get("maximum")) == (bound.minimum, bound.maximum)
+    if path == "spec.priority":  # no default: the tier decides
+        assert "default" not in node
+    else:
+        assert node["default"] == bound.default
+
+
+def test_the_models_do_not_check_again_what_the_api_server_validated() -> None:
+    # Past the API server this cannot be stored; if it were, the models read it as it is
+    # rather than fail the backfill for a rule the CRD owns.
+    spec = BackfillSpec.from_dict({**MINIMAL_SPEC, "batchSize": 5000, "priority": -3,
+                                   "skipObjectTypes": ["no spaces allowed", "x"]})
+    assert (spec.batch_size, spec.priority, spec.skip_object_types) == (
+        5000, -3, ("no spaces allowed", "x"))
+
+
+TYPE_ERRORS = [c for c in INVALID_SPECS if "must be of type" in c[3]]
+
+
+@pytest.mark.parametrize(("spec", "field"), [c[1:3] for c in TYPE_ERRORS],
+                         ids=[c[0] for c in TYPE_ERRORS])
+def test_a_value_of_the_wrong_type_is_refused_alike_naming_the_same_field(
     spec: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(Invalid) as by_api_server:

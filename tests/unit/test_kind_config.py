@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from f1backfill.constants import DEFAULT_MEMORY
+from f1backfill.defaults import DEFAULT_MEMORY
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "kind-config.yaml").read_text())

@@ -72,12 +72,14 @@ def test_an_unreadable_status_is_rebuilt_not_fatal() -> None:
     assert observed.status.phase is None
 
 
+# What the API server would not have stored (a wrong type, an unknown enum value, no yacht)
+# and the rule the schema cannot state (a request above its limit).
 @pytest.mark.parametrize(("spec", "field"), [
-    ({"yachtId": yacht_id(1), "batchSize": 0}, "spec.batchSize"),
+    ({"yachtId": yacht_id(1), "batchSize": "lots"}, "spec.batchSize"),
     ({"yachtId": yacht_id(1), "tier": "platinum"}, "spec.tier"),
-    ({"yachtId": "not-a-uuid"}, "spec.yachtId"),
+    ({"yachtId": 42}, "spec.yachtId"),
     ({}, "spec.yachtId"),
-    ({"yachtId": yacht_id(1), "priority": 5000}, "spec.priority"),
+    ({"yachtId": yacht_id(1), "priority": True}, "spec.priority"),
     ({"yachtId": yacht_id(1), "embedding": {"provider": "cohere"}}, "spec.embedding.provider"),
     ({"yachtId": yacht_id(1), "resources": {"requests": {"memory": "2Gi"},
                                             "limits": {"memory": "1Gi"}}},

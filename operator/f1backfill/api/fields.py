@@ -1,13 +1,14 @@
-"""Reading and writing CR objects: camelCase names, API-server-style checks and messages.
+"""Reading and writing CR objects: camelCase names, typed values, defaults.
 
 The models are dataclasses with snake_case fields; the CR uses camelCase. `to_camel` is the
-one mapping between them, used when reading (`FieldReader`) and writing (`to_camel_dict`),
+one mapping between them, used when reading (`read`) and writing (`to_camel_dict`),
 and by the drift test that compares the models with the CRD.
 
-`FieldReader` checks a value the way the API server checks it against the CRD's schema and
-words the error the same way, so an object that reached the operator without going through
-the API server (an emulator, a unit test) fails with the message a user would have seen
-from `kubectl apply`.
+The CRD's openAPIV3Schema is what validates a YachtBackfill: the API server refuses a
+bound, a length or a pattern it breaks before the operator ever sees the object. So `read`
+does not check them again. It reads each field as the type the model declares and leaves
+defaults to the dataclasses; a value of the wrong type (an object stored before a schema
+change, say) is a `SpecError` naming the field, never a crash of the tick.
 """
 
 from __future__ import annotations
@@ -16,22 +17,19 @@ import dataclasses
 import functools
 import json
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 from ..errors import SpecError
+from ..memory import shared_time
 
-# The patterns the CRD uses; the drift test checks they are the same strings.
-UUID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# search_index.object_type values.
-OBJECT_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
-# Table and column names for the drift queries: they are composed as SQL identifiers
-# (psycopg2.sql.Identifier), and this keeps them plain ones besides.
-SQL_IDENTIFIER_PATTERN: Final = r"^[a-z_][a-z0-9_]*$"
-# Kubernetes' resource.Quantity, without a sign: a negative request is never meant.
+# Kubernetes' resource.Quantity, without a sign: what `parse_quantity` reads (the CRD's
+# pattern for spec.resources is the same string).
 QUANTITY_PATTERN: Final = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -40,7 +38,7 @@ QUANTITY_PATTERN: Final = (
 Quantity = str | int
 
 E = TypeVar("E", bound=StrEnum)
-T = TypeVar("T")
+M = TypeVar("M", bound="CrObject")
 
 
 def to_camel(name: str) -> str:
@@ -49,12 +47,8 @@ def to_camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 def json_type(value: Any) -> str:
-    """The JSON type name of a decoded value, as the API server names it in errors."""
+    """The JSON type name of a decoded value."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -71,31 +65,20 @@ def json_type(value: Any) -> str:
 
 
 def _wrong_type(path: str, value: Any, expected: str) -> SpecError:
-    got = json_type(value)
-    return SpecError(
-        path, f'Invalid value: "{got}": {path} in body must be of type {expected}: "{got}"'
-    )
+    return SpecError(path, f"must be of type {expected}, not {json_type(value)}")
 
 
 def parse_time(value: str, path: str = "time") -> datetime:
-    """An RFC 3339 timestamp (`2025-01-31T12:00:00Z`) as an aware datetime."""
+    """An RFC 3339 timestamp (`2025-01-31T12:00:00Z`) as an aware datetime, one shared
+    object per distinct value (see memory.shared_time)."""
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = shared_time(value)
     except (TypeError, ValueError):
-        raise SpecError(
-            path, f"Invalid value: {_json(value)}: {path} in body must be of type date-time"
-        ) from None
+        raise SpecError(path, f"{json.dumps(value, default=str)} is not a date-time") \
+            from None
     if parsed.tzinfo is None:
-        raise SpecError(path, f"Invalid value: {_json(value)}: {path} needs a time zone")
+        raise SpecError(path, f"{json.dumps(value)} has no time zone")
     return parsed
-
-
-@functools.lru_cache(maxsize=4096)
-def _shared_time(value: str) -> datetime:
-    """One datetime object per distinct timestamp. A fleet's statuses repeat the same few
-    (every condition set in one tick has its time): a cached operator holding thousands of
-    statuses keeps one object for each, not one per condition. Datetimes are immutable."""
-    return parse_time(value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -146,240 +129,144 @@ def parse_quantity(value: Quantity) -> Decimal:
         raise ValueError(f"not a quantity: {value!r}") from exc
 
 
-class FieldReader:
-    """Reads one object of a CR, checking each field as the API server would.
+class CrObject:
+    """Base of the models of a CR's objects: each is read from the CR's JSON by its own type
+    hints, so a field's declaration is the one place that says how it is read.
 
-    Each method takes the model's snake_case field name, reads the camelCase key and, only
-    when the key is present (and not null), stores the checked value in `kwargs` under the
-    snake_case name. The model is then built with `cls(**reader.kwargs)`, so the dataclass
-    defaults are the only place defaults are written down in Python. Keys the model does not
-    know are ignored, as the API server prunes them.
+    A field without a default is required; a key absent or null leaves the dataclass
+    default. Keys the model does not know are ignored, as the API server prunes them.
     """
 
-    def __init__(self, data: Any, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise _wrong_type(path, data, "object")
-        self.data: Mapping[str, Any] = data
-        self.path = path
-        self.kwargs: dict[str, Any] = {}
+    __slots__ = ()
+    # Where such an object sits in a YachtBackfill, for the errors of `from_dict(data)`.
+    PATH: ClassVar[str] = ""
 
-    def _get(self, name: str, required: bool) -> tuple[str, Any] | None:
-        key = to_camel(name)
-        path = f"{self.path}.{key}"
-        value = self.data.get(key)
+    @classmethod
+    def from_dict(cls, data: Any, path: str | None = None) -> Self:
+        return read(cls, data, cls.PATH if path is None else path)
+
+    @classmethod
+    def _normalise(cls, values: dict[str, Any], path: str) -> None:
+        """Adjust what was read before the model is built (a hook; nothing by default)."""
+
+
+Reader = Callable[[Any, str], Any]  # (value, path) -> the field's value
+
+
+def read(cls: type[M], data: Any, path: str) -> M:
+    """`cls` from the JSON object `data` at `path`, each field read as its hint says."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _wrong_type(path, data, "object")
+    values: dict[str, Any] = {}
+    for name, key, reader, required in _plan(cls):
+        value = data.get(key)
         if value is None:
             # The API server drops nulls of non-nullable fields before defaulting.
             if required:
-                raise SpecError(path, "Required value")
-            return None
-        return path, value
+                raise SpecError(f"{path}.{key}", "Required value")
+            continue
+        values[name] = reader(value, f"{path}.{key}")
+    cls._normalise(values, path)
+    return cls(**values)
 
-    def _bounds(
-        self, path: str, value: float, minimum: float | None, maximum: float | None
-    ) -> None:
-        if minimum is not None and value < minimum:
-            raise SpecError(
-                path,
-                f"Invalid value: {_json(value)}: {path} in body should be greater than or "
-                f"equal to {minimum}",
-            )
-        if maximum is not None and value > maximum:
-            raise SpecError(
-                path,
-                f"Invalid value: {_json(value)}: {path} in body should be less than or "
-                f"equal to {maximum}",
-            )
 
-    def integer(
-        self,
-        name: str,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        required: bool = False,
-    ) -> None:
-        got = self._get(name, required)
-        if got is None:
-            return
-        path, value = got
-        # JSON has one number type: 100.0 is an integer to the API server too.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _wrong_type(path, value, "integer")
-        self._bounds(path, value, minimum, maximum)
-        self.kwargs[name] = value
+@functools.cache
+def _plan(cls: type) -> tuple[tuple[str, str, Reader, bool], ...]:
+    """(field, camelCase key, reader, required) of a model class, worked out once."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, to_camel(f.name), _reader(hints[f.name]),
+         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls))
 
-    def number(
-        self, name: str, *, minimum: float | None = None, maximum: float | None = None
-    ) -> None:
-        got = self._get(name, False)
-        if got is None:
-            return
-        path, value = got
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _wrong_type(path, value, "number")
-        self._bounds(path, value, minimum, maximum)
-        self.kwargs[name] = float(value)
 
-    def boolean(self, name: str) -> None:
-        got = self._get(name, False)
-        if got is None:
-            return
-        path, value = got
-        if not isinstance(value, bool):
-            raise _wrong_type(path, value, "boolean")
-        self.kwargs[name] = value
+def _reader(hint: Any) -> Reader:
+    """How a value of the type `hint` is read."""
+    args = tuple(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if set(args) == {str, int}:
+            return _quantity
+        (hint,) = args  # X | None
+        return _reader(hint)
+    if typing.get_origin(hint) is tuple:
+        return _list_of(_reader(args[0]))
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return functools.partial(_enum, hint)
+    if dataclasses.is_dataclass(hint):
+        return hint.from_dict
+    return _SCALAR_READERS[hint]
 
-    def _check_string(
-        self,
-        path: str,
-        value: Any,
-        pattern: str | None,
-        min_length: int | None,
-        max_length: int | None,
-    ) -> str:
-        if not isinstance(value, str):
-            raise _wrong_type(path, value, "string")
-        if max_length is not None and len(value) > max_length:
-            raise SpecError(path, f"Too long: may not be longer than {max_length}")
-        if min_length is not None and len(value) < min_length:
-            raise SpecError(
-                path,
-                f"Invalid value: {_json(value)}: {path} in body should be at least "
-                f"{min_length} chars long",
-            )
-        if pattern is not None and not re.search(pattern, value):
-            raise SpecError(
-                path, f"Invalid value: {_json(value)}: {path} in body should match '{pattern}'"
-            )
+
+def _typed(kinds: type | tuple[type, ...], expected: str) -> Reader:
+    def check(value: Any, path: str) -> Any:
+        # A bool is an int to Python, never a number to JSON.
+        if isinstance(value, bool) != (expected == "boolean") or not isinstance(value, kinds):
+            raise _wrong_type(path, value, expected)
         return value
+    return check
 
-    def string(
-        self,
-        name: str,
-        *,
-        pattern: str | None = None,
-        min_length: int | None = None,
-        max_length: int | None = None,
-        required: bool = False,
-    ) -> None:
-        got = self._get(name, required)
-        if got is None:
-            return
-        path, value = got
-        self.kwargs[name] = self._check_string(path, value, pattern, min_length, max_length)
 
-    def enum(self, name: str, enum: type[E], *, required: bool = False) -> None:
-        got = self._get(name, required)
-        if got is None:
-            return
-        path, value = got
-        if not isinstance(value, str):
-            raise _wrong_type(path, value, "string")
-        try:
-            self.kwargs[name] = enum(value)
-        except ValueError:
-            supported = ", ".join(_json(member.value) for member in enum)
-            raise SpecError(
-                path, f"Unsupported value: {_json(value)}: supported values: {supported}"
-            ) from None
+_BOOLEAN, _INT, _NUMBER, _STRING, _INT_OR_STRING, _ARRAY = (
+    _typed(bool, "boolean"), _typed(int, "integer"), _typed((int, float), "number"),
+    _typed(str, "string"), _typed((int, str), "integer or string"),
+    _typed((list, tuple), "array"))
 
-    def timestamp(self, name: str, *, required: bool = False) -> None:
-        got = self._get(name, required)
-        if got is None:
-            return
-        path, value = got
-        if isinstance(value, datetime):
-            self.kwargs[name] = value
-            return
-        if not isinstance(value, str):
-            raise _wrong_type(path, value, "string")
-        try:
-            self.kwargs[name] = _shared_time(value)
-        except SpecError:
-            self.kwargs[name] = parse_time(value, path)  # raises, naming the field
 
-    def quantity(self, name: str) -> None:
-        """An int-or-string Kubernetes quantity, kept as written."""
-        got = self._get(name, False)
-        if got is None:
-            return
-        path, value = got
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            got_type = json_type(value)
-            raise SpecError(
-                path,
-                f'Invalid value: "{got_type}": {path} in body must be of type '
-                f'integer or string: "{got_type}"',
-            )
-        if isinstance(value, str):
-            self._check_string(path, value, QUANTITY_PATTERN, None, None)
-        elif value < 0:
-            # The CRD cannot say this of the integer form; the Job would be refused.
-            raise SpecError(
-                path, f"Invalid value: {_json(value)}: must be greater than or equal to 0"
-            )
-        self.kwargs[name] = value
+def _integer(value: Any, path: str) -> int:
+    # JSON has one number type: 100.0 is an integer to the API server too.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return _INT(value, path)
 
-    def _list(self, name: str, max_items: int | None) -> tuple[str, list[Any]] | None:
-        got = self._get(name, False)
-        if got is None:
-            return None
-        path, value = got
-        if not isinstance(value, list | tuple):
-            raise _wrong_type(path, value, "array")
-        if max_items is not None and len(value) > max_items:
-            raise SpecError(path, f"Too many: {len(value)}: must have at most {max_items} items")
-        return path, list(value)
 
-    def string_set(
-        self,
-        name: str,
-        *,
-        pattern: str | None = None,
-        max_length: int | None = None,
-        max_items: int | None = None,
-    ) -> None:
-        """A list of distinct strings (`x-kubernetes-list-type: set`)."""
-        got = self._list(name, max_items)
-        if got is None:
-            return
-        path, items = got
-        seen: set[str] = set()
-        for index, item in enumerate(items):
-            item_path = f"{path}[{index}]"
-            self._check_string(item_path, item, pattern, None, max_length)
-            if item in seen:
-                raise SpecError(item_path, f"Duplicate value: {_json(item)}")
-            seen.add(item)
-        self.kwargs[name] = tuple(items)
+def _number(value: Any, path: str) -> float:
+    return float(_NUMBER(value, path))
 
-    def objects(
-        self,
-        name: str,
-        parse: Callable[[Any, str], T],
-        *,
-        max_items: int | None = None,
-    ) -> None:
-        """A list of objects, each read by `parse(item, path)`."""
-        got = self._list(name, max_items)
-        if got is None:
-            return
-        path, items = got
-        self.kwargs[name] = tuple(
-            parse(item, f"{path}[{index}]") for index, item in enumerate(items)
-        )
 
-    def nested(self, name: str, parse: Callable[[Any, str], T]) -> None:
-        """An object, read by `parse(value, path)`."""
-        got = self._get(name, False)
-        if got is None:
-            return
-        path, value = got
-        self.kwargs[name] = parse(value, path)
+def _timestamp(value: Any, path: str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return parse_time(_STRING(value, path), path)
+
+
+_SCALAR_READERS: Final[Mapping[Any, Reader]] = {
+    bool: _BOOLEAN,
+    int: _integer,
+    float: _number,
+    str: _STRING,
+    datetime: _timestamp,
+}
+
+
+def _enum(enum: type[E], value: Any, path: str) -> E:
+    try:
+        return enum(_STRING(value, path))
+    except ValueError:
+        supported = ", ".join(json.dumps(member.value) for member in enum)
+        raise SpecError(
+            path, f"Unsupported value: {json.dumps(value)}: supported values: {supported}"
+        ) from None
+
+
+def _quantity(value: Any, path: str) -> Quantity:
+    """An int-or-string Kubernetes quantity, kept as written."""
+    _INT_OR_STRING(value, path)
+    try:
+        negative = parse_quantity(value) < 0
+    except ValueError:
+        raise SpecError(path, f"{json.dumps(value)} is not a quantity") from None
+    if negative:  # the CRD cannot say this of the integer form; the Job would be refused
+        raise SpecError(path, f"{value} must be greater than or equal to 0")
+    return value
+
+
+def _list_of(item: Reader) -> Reader:
+    def read_list(value: Any, path: str) -> tuple:
+        _ARRAY(value, path)
+        return tuple(item(element, f"{path}[{index}]") for index, element in enumerate(value))
+    return read_list
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))

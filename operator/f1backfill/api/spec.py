@@ -1,9 +1,11 @@
 """`YachtBackfill.spec` as typed, immutable models: the CRD's contract in Python.
 
-`BackfillSpec.from_dict(body["spec"])` applies the CRD's defaults and checks its bounds, so
-the operator behaves the same whether or not an API server defaulted and validated the
-object first. Defaults are written once, as dataclass defaults; the bounds are in the
-`from_dict` methods. tests/unit/test_crd_models_drift.py keeps both equal to the CRD's.
+`BackfillSpec.from_dict(body["spec"])` reads what the API server has already validated
+against the CRD and fills in the CRD's defaults, so a spec reads the same whether or not a
+server defaulted it first. The defaults come from defaults.py; the bounds, lengths and
+patterns are the CRD's alone. The one rule the models add is one the schema cannot state: a
+resource request may not exceed its limit (the Job would be refused later, far from the
+user's `kubectl apply`). tests/unit/test_crd_models_drift.py keeps models and CRD equal.
 """
 
 from __future__ import annotations
@@ -11,28 +13,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from ..constants import (
+from ..constants import Provider
+from ..defaults import (
+    BATCH_SIZE,
+    BATCH_SLEEP_SECONDS,
     DEFAULT_CPU,
     DEFAULT_MEMORY,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
+    DRIFT_TOLERANCE_MINUTES,
+    EMBEDDING_DIMENSIONS,
+    EMBEDDING_MODEL,
+    MAX_ATTEMPTS,
+    MAX_EMBEDDING_CHARS,
+    REQUESTS_PER_MINUTE,
     TIER_PRIORITY,
-    Provider,
+    TOKENS_PER_MINUTE,
 )
-from .fields import (
-    OBJECT_TYPE_PATTERN,
-    SQL_IDENTIFIER_PATTERN,
-    UUID_PATTERN,
-    FieldReader,
-    Quantity,
-    SpecError,
-    parse_quantity,
-    to_camel_dict,
-)
-
-IDENTIFIER_MAX_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
+from ..errors import SpecError
+from .fields import CrObject, Quantity, parse_quantity, read, to_camel_dict
 
 
 class Tier(StrEnum):
@@ -47,36 +46,25 @@ class Mode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class EmbeddingSpec:
+class EmbeddingSpec(CrObject):
+    PATH: ClassVar[str] = "spec.embedding"
+
     # None: the operator's configured default provider.
     provider: Provider | None = None
-    model: str = "text-embedding-3-small"
-    dimensions: int = 1536
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "spec.embedding") -> EmbeddingSpec:
-        r = FieldReader(data, path)
-        r.enum("provider", Provider)
-        r.string("model", min_length=1, max_length=128)
-        r.integer("dimensions", minimum=1, maximum=4096)
-        return cls(**r.kwargs)
+    model: str = EMBEDDING_MODEL
+    dimensions: int = EMBEDDING_DIMENSIONS.default
 
 
 @dataclass(frozen=True, slots=True)
-class RateLimitSpec:
-    requests_per_minute: int = 3000
-    tokens_per_minute: int = 1_000_000
+class RateLimitSpec(CrObject):
+    PATH: ClassVar[str] = "spec.rateLimit"
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "spec.rateLimit") -> RateLimitSpec:
-        r = FieldReader(data, path)
-        r.integer("requests_per_minute", minimum=1)
-        r.integer("tokens_per_minute", minimum=1)
-        return cls(**r.kwargs)
+    requests_per_minute: int = REQUESTS_PER_MINUTE.default
+    tokens_per_minute: int = TOKENS_PER_MINUTE.default
 
 
 @dataclass(frozen=True, slots=True)
-class DriftSource:
+class DriftSource(CrObject):
     """A source table whose records feed search_index rows of one object type."""
 
     object_type: str
@@ -84,71 +72,39 @@ class DriftSource:
     id_column: str = "id"
     updated_at_column: str = "updated_at"
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str) -> DriftSource:
-        r = FieldReader(data, path)
-        r.string(
-            "object_type",
-            required=True,
-            pattern=OBJECT_TYPE_PATTERN,
-            max_length=IDENTIFIER_MAX_LENGTH,
-        )
-        for name in ("table", "id_column", "updated_at_column"):
-            r.string(
-                name,
-                required=name == "table",
-                pattern=SQL_IDENTIFIER_PATTERN,
-                max_length=IDENTIFIER_MAX_LENGTH,
-            )
-        return cls(**r.kwargs)
-
 
 DEFAULT_DRIFT_SOURCES = (DriftSource(object_type="work_order", table="pms_work_orders"),)
 
 
 @dataclass(frozen=True, slots=True)
-class DriftSpec:
+class DriftSpec(CrObject):
+    PATH: ClassVar[str] = "spec.drift"
+
     enabled: bool = True
-    tolerance_minutes: int = 10
+    tolerance_minutes: int = DRIFT_TOLERANCE_MINUTES.default
     auto_requeue: bool = False
     sources: tuple[DriftSource, ...] = DEFAULT_DRIFT_SOURCES
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "spec.drift") -> DriftSpec:
-        r = FieldReader(data, path)
-        r.boolean("enabled")
-        r.integer("tolerance_minutes", minimum=0)
-        r.boolean("auto_requeue")
-        r.objects("sources", DriftSource.from_dict, max_items=32)
-        return cls(**r.kwargs)
-
 
 @dataclass(frozen=True, slots=True)
-class ResourceList:
+class ResourceList(CrObject):
     memory: Quantity | None = None
     cpu: Quantity | None = None
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str) -> ResourceList:
-        r = FieldReader(data, path)
-        r.quantity("memory")
-        r.quantity("cpu")
-        return cls(**r.kwargs)
-
 
 @dataclass(frozen=True, slots=True)
-class ResourcesSpec:
+class ResourcesSpec(CrObject):
     """The Job pod's resources as the CR overrides them; see `requirements()`."""
+
+    PATH: ClassVar[str] = "spec.resources"
 
     requests: ResourceList | None = None
     limits: ResourceList | None = None
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "spec.resources") -> ResourcesSpec:
-        r = FieldReader(data, path)
-        r.nested("requests", ResourceList.from_dict)
-        r.nested("limits", ResourceList.from_dict)
-        resources = cls(**r.kwargs)
+    def from_dict(cls, data: Any, path: str | None = None) -> ResourcesSpec:
+        path = cls.PATH if path is None else path
+        resources = read(cls, data, path)
         resources._check_requests_within_limits(path)
         return resources
 
@@ -183,8 +139,10 @@ class ResourcesSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class BackfillSpec:
-    """`YachtBackfill.spec`. Build it with `from_dict`, which checks what the CRD checks."""
+class BackfillSpec(CrObject):
+    """`YachtBackfill.spec`. Build it with `from_dict`, which reads what the CRD validated."""
+
+    PATH: ClassVar[str] = "spec"
 
     yacht_id: str
     yacht_name: str | None = None
@@ -193,46 +151,16 @@ class BackfillSpec:
     priority: int | None = None
     suspend: bool = False
     mode: Mode = Mode.ONCE
-    batch_size: int = 100
-    batch_sleep_seconds: float = 0.1
-    max_embedding_chars: int = 24_000
+    batch_size: int = BATCH_SIZE.default
+    batch_sleep_seconds: float = BATCH_SLEEP_SECONDS.default
+    max_embedding_chars: int = MAX_EMBEDDING_CHARS.default
     skip_object_types: tuple[str, ...] = ()
-    max_attempts: int = 5
+    max_attempts: int = MAX_ATTEMPTS.default
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
     rate_limit: RateLimitSpec = field(default_factory=RateLimitSpec)
     drift: DriftSpec = field(default_factory=DriftSpec)
     # None: the defaults of `ResourcesSpec.requirements()`.
     resources: ResourcesSpec | None = None
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "spec") -> BackfillSpec:
-        """The spec of a YachtBackfill body, with the CRD's defaults applied.
-
-        Raises `SpecError` (a `ValueError`) whose `field` is the offending path, e.g.
-        `spec.batchSize`, worded as the API server words it.
-        """
-        r = FieldReader(data, path)
-        r.string("yacht_id", required=True, pattern=UUID_PATTERN, max_length=36)
-        r.string("yacht_name", max_length=128)
-        r.enum("tier", Tier)
-        r.integer("priority", minimum=PRIORITY_MIN, maximum=PRIORITY_MAX)
-        r.boolean("suspend")
-        r.enum("mode", Mode)
-        r.integer("batch_size", minimum=1, maximum=2048)
-        r.number("batch_sleep_seconds", minimum=0, maximum=3600)
-        r.integer("max_embedding_chars", minimum=1, maximum=1_000_000)
-        r.string_set(
-            "skip_object_types",
-            pattern=OBJECT_TYPE_PATTERN,
-            max_length=IDENTIFIER_MAX_LENGTH,
-            max_items=64,
-        )
-        r.integer("max_attempts", minimum=1, maximum=100)
-        r.nested("embedding", EmbeddingSpec.from_dict)
-        r.nested("rate_limit", RateLimitSpec.from_dict)
-        r.nested("drift", DriftSpec.from_dict)
-        r.nested("resources", ResourcesSpec.from_dict)
-        return cls(**r.kwargs)
 
     @property
     def effective_priority(self) -> int:

@@ -11,18 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from ..constants import PRIORITY_MAX, PRIORITY_MIN, ConditionType, Phase
+from ..constants import ConditionType, Phase
 from ..memory import shared
-from .fields import FieldReader, changed_camel_fields, to_camel_dict
-
-# metav1.Condition's own validation, which the CRD repeats.
-CONDITION_TYPE_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
-)
-CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+from .fields import CrObject, changed_camel_fields, to_camel_dict
 
 
 class ConditionStatus(StrEnum):
@@ -32,8 +25,10 @@ class ConditionStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
+class Condition(CrObject):
     """One entry of `status.conditions`, in the Kubernetes convention (metav1.Condition)."""
+
+    PATH: ClassVar[str] = "status.conditions[0]"
 
     type: str
     status: ConditionStatus
@@ -43,25 +38,11 @@ class Condition:
     observed_generation: int | None = None
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "status.conditions[0]") -> Condition:
-        r = FieldReader(data, path)
-        r.string("type", required=True, pattern=CONDITION_TYPE_PATTERN, max_length=316)
-        r.enum("status", ConditionStatus, required=True)
-        r.string(
-            "reason",
-            required=True,
-            pattern=CONDITION_REASON_PATTERN,
-            min_length=1,
-            max_length=1024,
-        )
-        r.string("message", required=True, max_length=32768)
-        r.timestamp("last_transition_time", required=True)
-        r.integer("observed_generation", minimum=0)
+    def _normalise(cls, values: dict[str, Any], path: str) -> None:
         # Types, reasons and most messages repeat across a fleet's statuses (each backfill
         # has seven conditions): one string object each, not one per condition.
         for name in ("type", "reason", "message"):
-            r.kwargs[name] = shared(r.kwargs[name])
-        return cls(**r.kwargs)
+            values[name] = shared(values[name])
 
     @property
     def is_true(self) -> bool:
@@ -72,8 +53,10 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(CrObject):
     """Row counts of the yacht in search_index, by embedding status."""
+
+    PATH: ClassVar[str] = "status.progress"
 
     total: int = 0
     done: int = 0
@@ -107,47 +90,30 @@ class Progress:
             percent=percent,
         )
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "status.progress") -> Progress:
-        r = FieldReader(data, path)
-        for name in ("total", "done", "queued", "processing", "failed", "dlq"):
-            r.integer(name, minimum=0)
-        r.number("percent", minimum=0, maximum=100)
-        return cls(**r.kwargs)
-
 
 @dataclass(frozen=True, slots=True)
-class DlqStatus:
+class DlqStatus(CrObject):
+    PATH: ClassVar[str] = "status.dlq"
+
     unresolved: int = 0
     # The last annotation values acted on (f1cortex.io/replay- / abandon-dead-letters).
     replayed: str | None = None
     abandoned: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "status.dlq") -> DlqStatus:
-        r = FieldReader(data, path)
-        r.integer("unresolved", minimum=0)
-        r.string("replayed", max_length=253)
-        r.string("abandoned", max_length=253)
-        return cls(**r.kwargs)
-
 
 @dataclass(frozen=True, slots=True)
-class DriftStatus:
+class DriftStatus(CrObject):
+    PATH: ClassVar[str] = "status.drift"
+
     stale_rows: int = 0
     last_checked_at: datetime | None = None
 
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "status.drift") -> DriftStatus:
-        r = FieldReader(data, path)
-        r.integer("stale_rows", minimum=0)
-        r.timestamp("last_checked_at")
-        return cls(**r.kwargs)
-
 
 @dataclass(frozen=True, slots=True)
-class BackfillStatus:
+class BackfillStatus(CrObject):
     """`YachtBackfill.status`. Every field is optional: a new CR has no status yet."""
+
+    PATH: ClassVar[str] = "status"
 
     phase: Phase | None = None
     queue_position: int | None = None
@@ -168,27 +134,6 @@ class BackfillStatus:
     drift: DriftStatus | None = None
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "status") -> BackfillStatus:
-        """The status of a YachtBackfill body; `status.kopf` and unknown keys are ignored."""
-        r = FieldReader(data, path)
-        r.enum("phase", Phase)
-        r.integer("queue_position", minimum=1)
-        r.integer("effective_priority", minimum=PRIORITY_MIN, maximum=PRIORITY_MAX)
-        r.string("job_name", max_length=63)
-        r.integer("admissions", minimum=0)
-        r.integer("failed_jobs", minimum=0)
-        r.timestamp("started_at")
-        r.timestamp("completed_at")
-        r.nested("progress", Progress.from_dict)
-        r.number("rate", minimum=0)
-        r.string("eta")
-        r.nested("dlq", DlqStatus.from_dict)
-        r.nested("drift", DriftStatus.from_dict)
-        r.integer("observed_generation", minimum=0)
-        r.objects("conditions", Condition.from_dict, max_items=16)
-        return cls(**r.kwargs)
 
     def to_dict(self, *, prune_none: bool = True) -> dict[str, Any]:
         """The status as the CR's JSON (camelCase).

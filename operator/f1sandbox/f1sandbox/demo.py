@@ -30,8 +30,9 @@ from typing import Any
 import psycopg2
 
 from f1backfill.config import FeedbackSettings
-from f1backfill.constants import PLURAL, TIER_PRIORITY
+from f1backfill.constants import PLURAL
 from f1backfill.db.migrate import migrate
+from f1backfill.defaults import TIER_PRIORITY
 from f1backfill.feedback import learn, record_click, search_rank
 from f1backfill.querytext import normalize_query
 from f1backfill.worker.providers import HashProvider
