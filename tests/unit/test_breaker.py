@@ -6,18 +6,11 @@ import pytest
 
 from f1backfill.errors import Cancelled
 from f1backfill.worker.breaker import BreakerState, CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_opens_after_threshold_consecutive_failures_only():
-    breaker = CircuitBreaker(3, 60, clock=Clock())
+    breaker = CircuitBreaker(3, 60, clock=FakeClock(0.0))
     breaker.record_failure()
     breaker.record_failure()
     breaker.record_success()  # resets the streak
@@ -29,7 +22,7 @@ def test_opens_after_threshold_consecutive_failures_only():
 
 
 def test_half_open_after_reset_lets_exactly_one_probe_through():
-    clock = Clock()
+    clock = FakeClock(0.0)
     changes = []
     breaker = CircuitBreaker(1, 60, clock=clock, on_change=changes.append)
     breaker.record_failure()
@@ -48,7 +41,7 @@ def test_half_open_after_reset_lets_exactly_one_probe_through():
 
 
 def test_a_failed_probe_opens_it_again_for_another_period():
-    clock = Clock()
+    clock = FakeClock(0.0)
     breaker = CircuitBreaker(5, 60, clock=clock)
     for _ in range(5):
         breaker.record_failure()
@@ -63,7 +56,7 @@ def test_a_failed_probe_opens_it_again_for_another_period():
 
 
 def test_waiting_while_open_can_be_cancelled():
-    breaker = CircuitBreaker(1, 3600, clock=Clock())
+    breaker = CircuitBreaker(1, 3600, clock=FakeClock(0.0))
     breaker.record_failure()
     cancel = threading.Event()
     cancel.set()

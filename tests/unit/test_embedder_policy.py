@@ -31,17 +31,10 @@ from f1backfill.worker.providers import EmbedResult
 from f1backfill.worker.queue import ClaimedRow
 from f1backfill.worker.ratelimit import RateLimiter
 from f1backfill.worker.textprep import TokenEstimator
+from tests.support.clock import FakeClock
 
 DIMENSIONS = 8
 NO_WAIT = {"retry-after": "0"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Scripted:
@@ -70,8 +63,8 @@ class Scripted:
 def embedder(provider, *, limiter=None, breaker=None, max_attempts=3,
              cancelled=None) -> Embedder:
     return Embedder(
-        provider, limiter or RateLimiter(6000, 10**9, clock=Clock()),
-        breaker or CircuitBreaker(100, 60, clock=Clock()), TokenEstimator(), WorkerMetrics(),
+        provider, limiter or RateLimiter(6000, 10**9, clock=FakeClock()),
+        breaker or CircuitBreaker(100, 60, clock=FakeClock()), TokenEstimator(), WorkerMetrics(),
         yacht_id=str(uuid.uuid4()), dimensions=DIMENSIONS, max_chars=1000,
         max_attempts=max_attempts, backoff_seconds=0.0,
         cancelled=cancelled or threading.Event())
@@ -133,7 +126,7 @@ HEADERS = {"retry-after": "7", "x-ratelimit-remaining-tokens": "100",
 def applied(error: type[ProviderError], breaker: CircuitBreaker | None = None):
     """A 1,000-token request against a 60 requests / 6,000 tokens budget fails with `error`
     (carrying HEADERS); returns the embedder after its policy was applied."""
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(60, 6000, clock=clock)
     e = embedder(Scripted(lambda _: None), limiter=limiter,
                  breaker=breaker or CircuitBreaker(100, 60, clock=clock))
@@ -172,7 +165,7 @@ def test_a_429_gives_the_reservation_back_then_follows_the_headers_and_pauses():
     (QuotaExhausted, 2, BreakerState.CLOSED),
 ])
 def test_what_the_breaker_records(error, failures, state):
-    breaker = CircuitBreaker(3, 60, clock=Clock())
+    breaker = CircuitBreaker(3, 60, clock=FakeClock())
     breaker.record_failure()
     breaker.record_failure()
     applied(error, breaker)
@@ -181,7 +174,7 @@ def test_what_the_breaker_records(error, failures, state):
 
 @pytest.mark.parametrize("error", [RateLimited, RequestTooLarge, AuthFailed, QuotaExhausted])
 def test_a_neutral_verdict_frees_the_half_open_probe(error):
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(1, 60, clock=clock)
     breaker.record_failure()
     clock.now += 60

@@ -10,18 +10,11 @@ from f1backfill.worker.ratelimit import (
     parse_duration,
     retry_after_seconds,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_acquire_takes_from_both_buckets_and_refills_at_the_per_minute_rate():
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(60, 6000, clock=clock)
     limiter.acquire(6000)
     assert limiter.snapshot()["tokens"] == pytest.approx(0)
@@ -31,7 +24,7 @@ def test_acquire_takes_from_both_buckets_and_refills_at_the_per_minute_rate():
 
 
 def test_acquire_blocks_until_tokens_refill():
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(600, 600, burst_seconds=1, clock=clock)  # 10 tokens, 10/s
     limiter.acquire(10)
     got = threading.Event()
@@ -44,13 +37,13 @@ def test_acquire_blocks_until_tokens_refill():
 
 
 def test_a_request_larger_than_the_bucket_is_capped_to_capacity():
-    limiter = RateLimiter(60, 600, burst_seconds=60, clock=Clock())
+    limiter = RateLimiter(60, 600, burst_seconds=60, clock=FakeClock())
     reservation = limiter.acquire(10_000)
     assert reservation.tokens == 600
 
 
 def test_settle_replaces_the_estimate_with_the_counted_tokens():
-    limiter = RateLimiter(60, 6000, clock=Clock())
+    limiter = RateLimiter(60, 6000, clock=FakeClock())
     reservation = limiter.acquire(1000)
     limiter.settle(reservation, 400)
     assert limiter.snapshot()["tokens"] == pytest.approx(5600)
@@ -59,7 +52,7 @@ def test_settle_replaces_the_estimate_with_the_counted_tokens():
 
 
 def test_settle_without_a_count_refunds_request_and_tokens():
-    limiter = RateLimiter(60, 6000, clock=Clock())
+    limiter = RateLimiter(60, 6000, clock=FakeClock())
     reservation = limiter.acquire(1000)
     limiter.settle(reservation, None)
     snap = limiter.snapshot()
@@ -68,7 +61,7 @@ def test_settle_without_a_count_refunds_request_and_tokens():
 
 
 def test_pause_holds_every_acquire_until_it_ends():
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(60, 6000, clock=clock)
     limiter.pause(5)
     got = threading.Event()
@@ -81,7 +74,7 @@ def test_pause_holds_every_acquire_until_it_ends():
 
 
 def test_cancelled_wait_raises_promptly():
-    limiter = RateLimiter(60, 10, burst_seconds=60, clock=Clock())
+    limiter = RateLimiter(60, 10, burst_seconds=60, clock=FakeClock())
     limiter.acquire(10)
     cancel = threading.Event()
     cancel.set()
@@ -90,7 +83,7 @@ def test_cancelled_wait_raises_promptly():
 
 
 def test_headers_lower_the_level_only_when_someone_else_spends_the_account():
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(600, 60_000, clock=clock)
     reservation = limiter.acquire(1000)
     sent_at = clock.now
@@ -105,7 +98,7 @@ def test_headers_lower_the_level_only_when_someone_else_spends_the_account():
 
 
 def test_header_limits_below_the_configured_budget_cap_the_buckets():
-    limiter = RateLimiter(3000, 1_000_000, clock=Clock())
+    limiter = RateLimiter(3000, 1_000_000, clock=FakeClock())
     limiter.observe_headers(
         {"x-ratelimit-limit-tokens": "150000", "x-ratelimit-limit-requests": "500"}
     )
