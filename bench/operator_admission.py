@@ -13,7 +13,7 @@ Three scenarios, each selectable with --scenario (default: all three):
                      --runs runs of three ticks: the first (no status yet, every backfill
                      patched), a steady one (statuses as the first wrote them) and one after
                      a drift re-check; with the garbage collector's thresholds set as the
-                     operator sets them (`runtime.configure_gc`). Also the memory of holding
+                     operator sets them (`memory.configure_gc`). Also the memory of holding
                      10,000 observed backfills (tracemalloc and RSS, in a fresh interpreter).
   operator-scale     the real operator process (`f1backfill operator`) against the API
                      emulator with 134, 1,000 and 10,000 YachtBackfills (one yacht of 3 rows
@@ -70,7 +70,7 @@ from f1backfill.constants import PLURAL  # noqa: E402
 from f1backfill.controller.metrics import OperatorMetrics  # noqa: E402
 from f1backfill.controller.observe import observe_backfill  # noqa: E402
 from f1backfill.controller.reconciler import Reconciler  # noqa: E402
-from f1backfill.controller.runtime import configure_gc  # noqa: E402
+from f1backfill.memory import configure_gc  # noqa: E402
 from f1backfill.db.figures import YachtFigures  # noqa: E402
 from f1sandbox.localdb import LocalPostgres, free_port  # noqa: E402
 from f1sandbox.samples import add_rows, add_yacht  # noqa: E402
