@@ -70,8 +70,8 @@ from f1backfill.constants import PLURAL  # noqa: E402
 from f1backfill.controller.metrics import OperatorMetrics  # noqa: E402
 from f1backfill.controller.observe import observe_backfill  # noqa: E402
 from f1backfill.controller.reconciler import Reconciler  # noqa: E402
-from f1backfill.memory import configure_gc  # noqa: E402
 from f1backfill.db.figures import YachtFigures  # noqa: E402
+from f1backfill.memory import configure_gc  # noqa: E402
 from f1sandbox.localdb import LocalPostgres, free_port  # noqa: E402
 from f1sandbox.samples import add_rows, add_yacht  # noqa: E402
 from tests.support.stack import backfill, running_stack  # noqa: E402

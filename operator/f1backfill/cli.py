@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .config import WorkerSettings
-from .constants import Provider
+from .constants import ANNOTATION_REPLAY_DEAD_LETTERS, Provider
 from .errors import BackfillError
 from .memory import configure_gc, limit_malloc_arenas
 
@@ -163,7 +163,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
           + "".join(f"\n  yacht {y}: {n}" for y, n in sorted(counts.items())))
     if args.dlq_command == "retry" and counts:
         print("A Succeeded backfill in mode Once is not re-admitted for them: annotate it "
-              "instead (kubectl annotate yb NAME f1cortex.io/replay-dead-letters=$(date +%s))")
+              f"instead (kubectl annotate yb NAME {ANNOTATION_REPLAY_DEAD_LETTERS}=$(date +%s))")
     return 0
 
 

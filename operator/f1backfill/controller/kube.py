@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from ..constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from ..constants import API_VERSION, GROUP, KIND, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from ..errors import BackfillError, ConfigError, KubeRefused, KubeUnavailable
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class Kube:
             metadata=client.V1ObjectMeta(generate_name=f"{backfill['name']}.",
                                          namespace=backfill["namespace"]),
             involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind="YachtBackfill",
+                api_version=API_VERSION, kind=KIND,
                 name=backfill["name"], namespace=backfill["namespace"],
                 uid=backfill["uid"]),
             reason=reason, message=message[:1024], type=type_,
