@@ -324,7 +324,13 @@ class Reconciler:
             for write in pending:
                 await self._write_status(write)
 
-        await asyncio.gather(*(writer() for _ in range(STATUS_WRITERS)))
+        # Every writer runs to its end (none is left behind writing after the tick), then
+        # the first failure, if any, fails the tick.
+        results = await asyncio.gather(*(writer() for _ in range(STATUS_WRITERS)),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _write_status(self, write: Write) -> None:
         backfill = write.backfill
