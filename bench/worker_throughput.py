@@ -159,7 +159,7 @@ def start_worker(scenario: Scenario, database_url: str, yacht_id: str, base_url:
         # The worker's budget is the account's limits.
         "RATE_LIMIT_RPM": str(scenario.rpm), "RATE_LIMIT_TPM": str(scenario.tpm),
         "BATCH_SIZE": str(BATCH_SIZE),
-        # The playbook's 0.1 s is a per-lane pause; with the limiter pacing it only idles
+        # The default 0.1 s is a per-lane pause; with the limiter pacing it only idles
         # lanes (see docs/benchmarks.md).
         "BATCH_SLEEP_SEC": str(args.batch_sleep),
         "MAX_IN_FLIGHT": str(args.max_in_flight), "PROMETHEUS_PORT": "0", "LOG_LEVEL": "INFO",
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows of the unlimited run")
     parser.add_argument("--max-in-flight", type=int, default=4, help="MAX_IN_FLIGHT")
     parser.add_argument("--batch-sleep", type=float, default=0.0,
-                        help="BATCH_SLEEP_SEC (the playbook's 0.1 for comparison)")
+                        help="BATCH_SLEEP_SEC (the default 0.1 for comparison)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds before a scenario's worker is stopped")
     parser.add_argument("--seed", type=int, default=1)

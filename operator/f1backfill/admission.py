@@ -87,7 +87,7 @@ class Decision:
 
 
 def order_key(backfill: ObservedBackfill, work: int) -> tuple:
-    """The playbook's order: priority DESC, pending entities ASC, age, then name."""
+    """The admission order: priority DESC, then fewer pending rows, then age, then name."""
     assert backfill.spec is not None
     return (-backfill.spec.effective_priority, work, backfill.created, backfill.namespace,
             backfill.name)

@@ -1,6 +1,7 @@
-"""Counterfactual click feedback (the playbook's section 2): learn query terms from clicks.
+"""Counterfactual click feedback: learn query terms from clicks.
 
-`learn` implements the intent of the playbook's aggregation, fixed:
+`learn` aggregates the last window of clicks per (query, object) and appends what it learns,
+safely:
 - a query is compared with search_text as plain text (`querytext.contains_term`), never
   as a LIKE pattern built from user text;
 - a term is appended once: a second run finds it present and appends nothing;
@@ -9,8 +10,8 @@
   term that does not fit is skipped (reported as `full`), not squeezed in by dropping text;
 - each row is updated with a guard on the text it was chosen against (md5), so a
   concurrent rewrite is never lost: the row is re-read and re-decided;
-- what was learned is logged per yacht in feedback_learning_log (the playbook's final
-  INSERT read a CTE that no longer existed).
+- what was learned is logged per yacht in feedback_learning_log: the terms actually
+  appended, each with its object, clicks and average position.
 The rows are re-queued for embedding, so with `mode: Continuous` the operator re-admits the
 yacht and the loop closes: clicks -> learned term -> re-embedded -> ranked higher.
 """

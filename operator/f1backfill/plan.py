@@ -1,8 +1,9 @@
 """`f1backfill plan`: a YachtBackfill for every active yacht, for `kubectl apply -f -`.
 
-The playbook populated its backfill_schedule table from `yachts` (tier -> priority:
-enterprise 100, premium 50, standard 10); the CRs replace that table, and the tier carries
-the priority (spec.priority stays unset so the tier decides, as DESIGN.md says).
+One CR per active row of `yachts`, replacing the backfill_schedule table the manual
+procedure filled from it. The tier carries the priority (enterprise 100, premium 50,
+standard 10): spec.priority stays unset so that the tier decides, and a person can still
+override one yacht by setting it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Search query text is data: the one place it is checked and normalised.
 
-The playbook stored `query_normalized` as "lowercase, trimmed" and then matched it with
-`search_text NOT ILIKE '%' || query || '%'`, so a `%`, `_` or `\\` typed by a user changed
-what matched. Here a query is normalised once (Unicode NFKC, case-folded, whitespace
+Storing `query_normalized` as merely "lowercase, trimmed" and then matching it with
+`search_text NOT ILIKE '%' || query || '%'` would let a `%`, `_` or `\\` typed by a user
+change what matched. Here a query is normalised once (Unicode NFKC, case-folded, whitespace
 collapsed, trimmed, length-capped) and compared as plain text, never as a pattern.
 """
 

@@ -1,4 +1,4 @@
-"""The playbook's self-healing loop and dead-letter replay, through the operator.
+"""The click-feedback (self-healing) loop and dead-letter replay, through the operator.
 
 clicks -> `feedback learn` -> rows re-queued -> a Continuous backfill re-admitted ->
 re-embedded -> the clicked object ranks higher for the query. And kubectl-driven replay of

@@ -35,8 +35,11 @@ def test_an_unmigrated_database_stalls_every_backfill_until_it_is_migrated(pg_se
             found = wait_for(lambda n=name: stalled(n), 30, message=stack.operator_output)
             assert found["reason"] == "SchemaNotReady"
             assert "run `f1backfill migrate`" in found["message"]
-        assert [e["type"] for e in stack.events("aurora") if e["reason"] == "Stalled"] == \
-            ["Warning"]
+        # The Event follows the status write that carries the condition: wait for it too.
+        stalled_events = wait_for(
+            lambda: [e["type"] for e in stack.events("aurora") if e["reason"] == "Stalled"],
+            30, message=stack.operator_output)
+        assert stalled_events == ["Warning"]
         output = stack.operator_output()
         assert "reconciliation blocked (SchemaNotReady" in output
         assert "Traceback" not in output

@@ -52,7 +52,7 @@ def test_the_vector_dimension_is_a_migration_setting(pg_server):
 
 
 def test_dlq_trigger_files_the_failing_row_from_new(db):
-    """The playbook's trigger re-read the row being updated (the old attempt count)."""
+    """Re-reading the row being updated would see the old attempt count: NEW is filed."""
     yacht = add_yacht(db)
     add_rows(db, yacht.id, 1, texts=["x" * 800])
     with db.cursor() as cur:

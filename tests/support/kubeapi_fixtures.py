@@ -24,7 +24,7 @@ PEERING_CRDS = Path(__file__).resolve().parents[2] / "crds" / "kopf-peering.yaml
 VERSION = "v1alpha1"
 PLURAL = "yachtbackfills"
 
-# A YachtBackfill CRD for the emulator's own tests: the shape of DESIGN.md's resource,
+# A YachtBackfill CRD for the emulator's own tests: the shape of the product's resource,
 # small enough to read. The product's CRD lives in crds/ and is tested elsewhere.
 TEST_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",

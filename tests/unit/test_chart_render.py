@@ -474,7 +474,7 @@ def test_pod_monitor_selects_the_worker_pods_the_operator_creates(name):
         {"matchNames": watched} if watched else {"any": True})
 
 
-PLAYBOOK_ALERTS = {
+DEFAULT_ALERTS = {
     # alert: (expression, severity)
     "F1EmbeddingQueueDepthHigh": (
         'max by (yacht_id) (f1_embedding_queue_depth{status="queued"}) > 10000', "warning"),
@@ -504,13 +504,13 @@ def alert_rules(objects: list[dict]) -> dict[str, dict]:
     return rules
 
 
-def test_alert_rules_carry_the_playbooks_thresholds_in_promql():
+def test_alert_rules_carry_the_default_thresholds_in_promql():
     rules = alert_rules(render_scenario("monitoring"))
     assert {name: (r["expr"], r["labels"]["severity"]) for name, r in rules.items()} \
-        == PLAYBOOK_ALERTS
+        == DEFAULT_ALERTS
     assert rules["F1DLQGrowing"]["for"] == "10m" and rules["F1DLQCritical"]["for"] == "5m"
-    for name in ("F1DLQGrowing", "F1DLQCritical"):
-        assert "SQL" in rules[name]["annotations"]["playbook"]
+    for name in ("F1DLQGrowing", "F1DLQCritical"):  # what the metric counts, for on-call
+        assert "embedding_dlq" in rules[name]["annotations"]["description"]
 
 
 def test_alert_rules_name_only_exported_metrics_and_parse():
@@ -534,7 +534,7 @@ def test_alert_thresholds_are_values():
     assert rules["F1DLQCritical"]["expr"].endswith("> 70")
 
 
-def test_grafana_dashboard_has_the_playbooks_panels():
+def test_grafana_dashboard_has_the_alerts_and_operator_panels():
     configmap = one(render_scenario("monitoring"), "ConfigMap")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     (text,) = configmap["data"].values()

@@ -1,4 +1,4 @@
-"""Worker settings: playbook env names, flags win, errors name the variable."""
+"""Worker settings: the established env names, flags win, errors name the variable."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from f1backfill.errors import ConfigError
 YACHT = "0b8f5d1e-8f0e-4c1a-9c53-2f1d8a6b9e10"
 
 
-def test_reads_the_playbook_names_from_the_environment():
+def test_reads_the_established_names_from_the_environment():
     settings = WorkerSettings.from_env(
         {
             "YACHT_ID": YACHT,
@@ -84,7 +84,7 @@ def test_operator_settings_read_their_environment_and_check_it():
             OperatorSettings.from_env(env)
 
 
-def test_feedback_settings_have_the_playbook_thresholds_by_default():
+def test_feedback_settings_have_the_documented_thresholds_by_default():
     from f1backfill.config import FeedbackSettings
 
     settings = FeedbackSettings.from_env({})

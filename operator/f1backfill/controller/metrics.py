@@ -1,7 +1,8 @@
 """The operator's own metrics (the workers export theirs).
 
-f1_dlq_unresolved is what the DLQ alerts fire on: the playbook wrote those alerts as SQL,
-which Prometheus cannot evaluate; the operator counts once per tick and exports the number.
+f1_dlq_unresolved is what the DLQ alerts fire on: an alert needs a metric, and Prometheus
+cannot count rows of embedding_dlq, so the operator counts once per tick and exports the
+number.
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ GROUP BY yacht_id;
 
 -- name: drift_stale
 -- Rows whose source record changed after the row was last projected, plus the tolerance
--- (the playbook's drift check, for every yacht of one source at once). {table},
+-- (the drift check, for every yacht of one source at once). {table},
 -- {id_column} and {updated_column} are identifiers from the CRD, composed with
 -- psycopg2.sql.Identifier; everything else is a parameter.
 SELECT si.yacht_id, count(*)
@@ -336,7 +336,7 @@ VALUES (%(org_id)s, %(yacht_id)s, %(user_id)s, %(search_id)s, %(query_text)s,
 RETURNING id;
 
 -- name: feedback_candidates
--- The playbook's click aggregation: a normalised query that led to enough clicks on the
+-- The click aggregation: a normalised query that led to enough clicks on the
 -- same object, ranked high enough on average, within the window. Clicks on objects
 -- deleted since are gone with them (ON DELETE CASCADE) and the join drops any other.
 SELECT e.yacht_id, e.clicked_object_type, e.clicked_object_id, e.query_normalized,

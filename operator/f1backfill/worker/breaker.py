@@ -16,7 +16,7 @@ from ..errors import Cancelled
 
 
 class BreakerState(IntEnum):
-    # The playbook's gauge values.
+    # The values of the f1_circuit_breaker_state gauge, which the alert and dashboard read.
     CLOSED = 0
     OPEN = 1
     HALF_OPEN = 2

@@ -1,7 +1,8 @@
-"""`/health` and `/metrics` on one port (PROMETHEUS_PORT), as the playbook asks.
+"""`/health` and `/metrics` on one port (PROMETHEUS_PORT): the Job's liveness probe reads
+the one, Prometheus scrapes the other.
 
 /health answers 200 {"status": "healthy"} or 503 {"status": "degraded", "reason": ...} with
-the playbook's reasons: circuit_open, consecutive_failures (more than 10), idle_with_pending
+one of three reasons: circuit_open, consecutive_failures (more than 10), idle_with_pending
 (nothing processed for 5 minutes while rows are queued).
 """
 

@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, named as in the playbook.
+"""The worker's Prometheus metrics, under the names the chart's alerts and dashboard expect.
 
 Each worker gets its own registry (tests run several in one process); the HTTP server in
 health.py serves it.

@@ -1,8 +1,8 @@
 """Generated fleet data: yachts and searchable entities with realistic-looking text.
 
 Used by the demo, `f1sandbox seed`, the tests and the benchmarks, so all of them exercise
-the same shapes of data: the playbook's object types, texts mostly 200-3,000 characters
-with a tail of long documents.
+the same shapes of data: a fleet's object types (work orders, equipment, documents, emails,
+certificates), texts mostly 200-3,000 characters with a tail of long documents.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
--- 001: the playbook's tables, with its defects fixed.
+-- 001: the schema: yachts, search_index, the queue, dead letters, clicks, the feedback log.
 -- {dimensions} is the only composed value (a literal integer from the migrate command);
 -- everything else is static.
 
 CREATE EXTENSION IF NOT EXISTS vector;
 
 -- Yachts of the fleet. `plan` turns the active ones into YachtBackfill CRs
--- (the playbook's backfill_schedule table is replaced by those CRs).
+-- (they replace the backfill_schedule table of the manual procedure).
 CREATE TABLE IF NOT EXISTS yachts (
     id          UUID PRIMARY KEY,
     org_id      UUID,
@@ -103,11 +103,12 @@ CREATE TABLE IF NOT EXISTS embedding_dlq (
 CREATE INDEX IF NOT EXISTS embedding_dlq_unresolved
     ON embedding_dlq (yacht_id) WHERE resolved_at IS NULL;
 
--- The playbook's trigger, fixed: it re-read the row being updated from the table (seeing the
--- old attempt count, so a row was dead-lettered one failure late) and hard-coded 5 attempts.
--- This reads NEW only. The worker marks a row 'failed' only when it is out of attempts or can
--- never succeed; the reason travels in NEW.payload (last_error, last_error_code,
--- first_failure_at), and the trigger files it and turns the row into 'dlq'.
+-- The dead-letter trigger reads NEW only: re-reading the row being updated from the table
+-- would see the old attempt count (a row dead-lettered one failure late). It counts no
+-- attempts itself, so no limit is hard-coded here: the worker marks a row 'failed' only
+-- when it is out of attempts or can never succeed; the reason travels in NEW.payload
+-- (last_error, last_error_code, first_failure_at), and the trigger files it and turns the
+-- row into 'dlq'.
 CREATE OR REPLACE FUNCTION move_to_dlq() RETURNS TRIGGER AS $$
 BEGIN
     INSERT INTO embedding_dlq AS d (
@@ -142,7 +143,7 @@ CREATE TRIGGER trg_move_to_dlq
     WHEN (NEW.embedding_status = 'failed')
     EXECUTE FUNCTION move_to_dlq();
 
--- Clicks from the search front end (the playbook's schema).
+-- Clicks, recorded by the search front end (or `f1backfill feedback record`).
 CREATE TABLE IF NOT EXISTS search_click_events (
     id                   UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id               UUID NOT NULL,
@@ -179,7 +180,7 @@ CREATE TABLE IF NOT EXISTS feedback_learning_log (
     details          JSONB NOT NULL DEFAULT '{}'::jsonb
 );
 
--- The default drift source of the playbook (work orders). Real deployments already have it;
+-- The default drift source (work orders). Real deployments already have it;
 -- created here so drift checks and the demo work on a fresh database.
 CREATE TABLE IF NOT EXISTS pms_work_orders (
     id          UUID PRIMARY KEY,
