@@ -1,4 +1,7 @@
-"""Typed settings, read once at start from the environment (playbook names) and flags.
+"""Typed settings, read once at start from the environment and flags.
+
+The worker's variables keep the names the embedding worker used before this operator
+(BATCH_SIZE, SKIP_OBJECT_TYPES...), so existing runbooks and dashboards still apply.
 
 Every field is documented where it is declared; `from_env` validates them all and names
 the offending variable in its error, so a bad Job spec fails at start, not mid-batch.
@@ -162,10 +165,12 @@ class OperatorSettings(_Settings):
     max_concurrent_jobs: int = field(default=1, metadata=_meta(
         "MAX_CONCURRENT_JOBS", "embedding Jobs running at once, fleet-wide", lo=1, hi=1000))
     fleet_requests_per_minute: int = _bounded(
-        "FLEET_RATE_LIMIT_RPM", "the provider account's requests/min, shared by all Jobs",
+        "FLEET_RATE_LIMIT_RPM",
+        "the provider account's requests/min; each Job gets this / MAX_CONCURRENT_JOBS",
         REQUESTS_PER_MINUTE)
     fleet_tokens_per_minute: int = _bounded(
-        "FLEET_RATE_LIMIT_TPM", "the provider account's tokens/min, shared by all Jobs",
+        "FLEET_RATE_LIMIT_TPM",
+        "the provider account's tokens/min; each Job gets this / MAX_CONCURRENT_JOBS",
         TOKENS_PER_MINUTE)
     default_provider: str = field(default="hash", metadata=_meta(
         "DEFAULT_EMBEDDING_PROVIDER", "provider of CRs that name none: openai or hash"))
@@ -260,7 +265,7 @@ def _redacted(settings: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FeedbackSettings(_Settings):
-    """The nightly click-feedback job (the playbook's section 2)."""
+    """The nightly click-feedback job: queries that led to clicks become search terms."""
 
     database_url: str = field(
         default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
