@@ -324,3 +324,25 @@ def test_a_changed_text_is_not_overwritten_by_a_stale_embedding(db, database_url
     with db.cursor() as cur:
         cur.execute("SELECT embedding IS NULL FROM search_index")
         assert cur.fetchone()[0] is True
+
+
+def test_rows_of_a_batch_whose_write_fails_go_back_to_the_queue_uncharged(db, database_url,
+                                                                           fake):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 30)
+    with db.cursor() as cur:  # the database refuses the batch's write, as a full disk would
+        cur.execute("""
+            CREATE FUNCTION refuse_embeddings() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'disk full (test)'; END $$;
+            CREATE TRIGGER refuse_embeddings BEFORE UPDATE OF embedding ON search_index
+            FOR EACH ROW EXECUTE FUNCTION refuse_embeddings();""")
+    with pytest.raises(Exception, match="disk full"):
+        run_worker(database_url, yacht, fake, batch_size=30, max_in_flight=1,
+                   lease_timeout_sec=3600)
+    with db.cursor() as cur:
+        cur.execute("SELECT j.status, j.claimed_by, si.embedding_status, si.embedding_attempts "
+                    "FROM embedding_jobs j JOIN search_index si USING (object_type, object_id)")
+        rows = cur.fetchall()
+    assert len(rows) == 30
+    # Not left 'processing' under a lease (an hour here), which would charge an attempt.
+    assert set(rows) == {("queued", None, "queued", 0)}

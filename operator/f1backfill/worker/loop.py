@@ -183,6 +183,14 @@ class Worker:
             if queue is not None:
                 queue.close()
 
+    @staticmethod
+    def _release(queue: Queue, rows) -> None:
+        try:
+            queue.release(rows)
+        except Exception as exc:  # the database itself is away: the lease takes over
+            log.warning("could not release %d claimed rows (%s); they return to the queue "
+                        "when their lease expires", len(rows), exc)
+
     def _embedder(self) -> Embedder:
         """A lane's embedder: its own batch state, the worker's shared budget and breaker."""
         s = self.settings
@@ -209,13 +217,18 @@ class Worker:
 
     def _batch(self, queue: Queue, embedder: Embedder, rows) -> None:
         started = time.monotonic()
+        settled = False
         try:
             outcome = embedder.embed(rows)
-        except BaseException:
-            queue.release(rows)  # auth failure or a bug: nothing is lost, nothing charged
-            raise
-        embedded = queue.complete(outcome.done, outcome.failures, outcome.retries,
-                                  self.settings.model)
+            embedded = queue.complete(outcome.done, outcome.failures, outcome.retries,
+                                      self.settings.model)
+            settled = True
+        finally:
+            if not settled:
+                # An auth failure, a database error while writing the batch (its transaction
+                # rolled back), a bug: every row goes back now, uncharged, instead of
+                # waiting for its lease to expire, which would cost it an attempt.
+                self._release(queue, rows)
         queue.release(outcome.unsent)
         yacht = self.settings.yacht_id
         self.metrics.processed.labels(yacht, "success").inc(embedded)
