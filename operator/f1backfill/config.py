@@ -19,12 +19,12 @@ from .constants import Provider
 from .defaults import (
     BATCH_SIZE,
     BATCH_SLEEP_SECONDS,
+    EMBEDDING_DIMENSIONS,
     EMBEDDING_MODEL,
     MAX_ATTEMPTS,
     MAX_EMBEDDING_CHARS,
     REQUESTS_PER_MINUTE,
     TOKENS_PER_MINUTE,
-    VECTOR_DIMENSIONS,
     Bound,
 )
 from .errors import ConfigError
@@ -77,7 +77,7 @@ class WorkerSettings(_Settings):
         "EMBEDDING_MODEL", "embedding model name"))
     dimensions: int = _bounded(
         "EMBEDDING_DIMENSIONS", "vector length; must match search_index.embedding",
-        VECTOR_DIMENSIONS)
+        EMBEDDING_DIMENSIONS)
     batch_size: int = _bounded("BATCH_SIZE", "rows claimed per batch", BATCH_SIZE)
     batch_sleep_sec: float = _bounded(
         "BATCH_SLEEP_SEC", "pause between a lane's batches", BATCH_SLEEP_SECONDS)

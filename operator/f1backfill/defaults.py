@@ -37,10 +37,10 @@ MAX_ATTEMPTS: Final = Bound(5, 1, 100)  # failures before the dead-letter table
 REQUESTS_PER_MINUTE: Final = Bound(3000, 1)
 TOKENS_PER_MINUTE: Final = Bound(1_000_000, 1)
 EMBEDDING_MODEL: Final = "text-embedding-3-small"
-# What a YachtBackfill may ask for (OpenAI's largest model gives 3,072).
+# The vector length: what a YachtBackfill may ask for, what a worker accepts and what
+# `migrate` gives search_index.embedding. OpenAI's largest model gives 3,072; pgvector's
+# vector type would take 16,000, but nothing here needs more than 4,096.
 EMBEDDING_DIMENSIONS: Final = Bound(1536, 1, 4096)
-# What search_index.embedding may be: pgvector's limit for the vector type.
-VECTOR_DIMENSIONS: Final = Bound(1536, 1, 16_000)
 DRIFT_TOLERANCE_MINUTES: Final = Bound(10, 0)
 
 # --- Admission --------------------------------------------------------------------------------

@@ -92,3 +92,16 @@ def test_feedback_settings_have_the_documented_thresholds_by_default():
             settings.max_search_text) == (30, 3, 5.0, 12000)
     with pytest.raises(ConfigError, match="FEEDBACK_MIN_CLICKS"):
         FeedbackSettings.from_env({"FEEDBACK_MIN_CLICKS": "0"})
+
+
+def test_the_vector_length_has_one_bound_for_a_cr_a_worker_and_the_migration():
+    from f1backfill.db.migrate import migrate
+    from f1backfill.defaults import EMBEDDING_DIMENSIONS
+    from f1backfill.errors import MigrationError
+
+    top = EMBEDDING_DIMENSIONS.maximum
+    assert WorkerSettings.from_env({"EMBEDDING_DIMENSIONS": str(top)}).dimensions == top
+    with pytest.raises(ConfigError, match="EMBEDDING_DIMENSIONS"):
+        WorkerSettings.from_env({"EMBEDDING_DIMENSIONS": str(top + 1)})
+    with pytest.raises(MigrationError, match=f"within 1..{top}"):
+        migrate("postgresql://nowhere.invalid/none", dimensions=top + 1)  # before connecting

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from ..defaults import VECTOR_DIMENSIONS
+from ..defaults import EMBEDDING_DIMENSIONS
 from ..errors import MigrationError
 from . import query
 from .connection import connect
@@ -42,11 +42,11 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(dsn: str, *, dimensions: int = VECTOR_DIMENSIONS.default) -> list[int]:
+def migrate(dsn: str, *, dimensions: int = EMBEDDING_DIMENSIONS.default) -> list[int]:
     """Bring the schema up to date; returns the versions applied by this call."""
-    if not VECTOR_DIMENSIONS.admits(dimensions):
-        raise MigrationError(f"dimensions must be within {VECTOR_DIMENSIONS.minimum}.."
-                             f"{VECTOR_DIMENSIONS.maximum}, got {dimensions}")
+    if not EMBEDDING_DIMENSIONS.admits(dimensions):
+        raise MigrationError(f"dimensions must be within {EMBEDDING_DIMENSIONS.minimum}.."
+                             f"{EMBEDDING_DIMENSIONS.maximum}, got {dimensions}")
     conn = connect(dsn, application_name="f1backfill-migrate")
     applied: list[int] = []
     try:
