@@ -19,6 +19,9 @@ from enum import StrEnum
 from .api import BackfillSpec, BackfillStatus, Mode, Phase
 from .constants import ConditionType
 
+# The reason of a yacht's second backfill, which waits on the one that handles the yacht.
+DUPLICATE_YACHT = "DuplicateYacht"
+
 
 class JobState(StrEnum):
     PENDING = "Pending"  # created, no pod running yet
@@ -101,18 +104,28 @@ def decide(
     max_concurrent_jobs: int,
     job_retries: int,
     rerun: Collection[str] = (),
+    rows: Mapping[str, int] | None = None,
 ) -> Decision:
     """`work` maps a yacht id to its rows that still need an embedding (missing = unknown,
-    taken as none: a yacht the database has not reported on is not admitted). `rerun` names
-    the backfills (by uid) asked to run again although they Succeeded: their dead letters
-    were replayed or their stale rows re-queued, which a person asked for."""
+    taken as none: a yacht the database has not reported on is not admitted), `rows` to all
+    its rows (missing: none; None: not known, no backfill is told its yacht is empty).
+    `rerun` names the backfills (by uid) asked to run again although they Succeeded: their
+    dead letters were replayed or their stale rows re-queued, which a person asked for."""
     decision = Decision()
     live = {b.uid: b for b in backfills if not b.deleting}
     latest, busy_yachts = _index_jobs(jobs, live, decision)
+    owners = _owners(live.values(), latest)
     candidates: list[ObservedBackfill] = []
     for backfill in live.values():
-        verdict = _verdict(backfill, latest.get(backfill.uid), work, job_retries,
-                           rerun=backfill.uid in rerun)
+        job = latest.get(backfill.uid)
+        owner = owners.get(backfill.spec.yacht_id) if backfill.spec else None
+        if owner is not None and owner is not backfill and (job is None or job.finished):
+            verdict = _duplicate(backfill, owner, job)
+        else:
+            empty = rows is not None and backfill.spec is not None and \
+                not rows.get(backfill.spec.yacht_id)
+            verdict = _verdict(backfill, job, work, job_retries,
+                               rerun=backfill.uid in rerun, empty=empty)
         decision.verdicts[backfill.uid] = verdict
         if verdict.phase is Phase.QUEUED:
             candidates.append(backfill)
@@ -146,6 +159,36 @@ def _index_jobs(jobs: Iterable[ObservedJob], live: Mapping[str, ObservedBackfill
             if current is None or job.admission > current.admission:
                 latest[owner.uid] = job
     return latest, busy_yachts
+
+
+def _owners(live: Iterable[ObservedBackfill], latest: Mapping[str, ObservedJob]
+            ) -> dict[str, ObservedBackfill]:
+    """The one backfill in charge of each yacht, among those that could run (valid spec,
+    not suspended): the one with an unfinished Job, else the oldest (then by namespace and
+    name). The yacht's other backfills wait on it rather than race it."""
+    owners: dict[str, ObservedBackfill] = {}
+    for backfill in live:
+        if backfill.spec is None or backfill.spec.suspend:
+            continue
+        yacht = backfill.spec.yacht_id
+        current = owners.get(yacht)
+        if current is None or _owner_key(backfill, latest) < _owner_key(current, latest):
+            owners[yacht] = backfill
+    return owners
+
+
+def _owner_key(backfill: ObservedBackfill, latest: Mapping[str, ObservedJob]) -> tuple:
+    job = latest.get(backfill.uid)
+    return (job is None or job.finished, backfill.created, backfill.namespace, backfill.name)
+
+
+def _duplicate(backfill: ObservedBackfill, owner: ObservedBackfill,
+               job: ObservedJob | None) -> Verdict:
+    """A second backfill of a yacht another one handles: it waits on that one, and says so."""
+    return Verdict(Phase.PENDING, DUPLICATE_YACHT,
+                   f"yacht {owner.spec.yacht_id} is handled by YachtBackfill "
+                   f"{owner.namespace}/{owner.name}", job=job,
+                   failed_jobs=backfill.status.failed_jobs or 0)
 
 
 def _admit_in_order(candidates: list[ObservedBackfill], decision: Decision,
@@ -195,10 +238,11 @@ class _Seen:
     failed_jobs: int
     reset: bool  # the spec changed since it ended: start afresh
     reacting: bool  # its status still shows this Job admitted or running: news to count
+    empty: bool  # the yacht has no rows at all
 
 
 def _verdict(backfill: ObservedBackfill, job: ObservedJob | None, work: Mapping[str, int],
-             job_retries: int, *, rerun: bool = False) -> Verdict:
+             job_retries: int, *, rerun: bool = False, empty: bool = False) -> Verdict:
     status = backfill.status
     failed_jobs = status.failed_jobs or 0
     if backfill.spec is None:
@@ -220,7 +264,7 @@ def _verdict(backfill: ObservedBackfill, job: ObservedJob | None, work: Mapping[
         failed_jobs += 1  # counted once: the status written now leaves Running
     seen = _Seen(spec=backfill.spec, phase=phase, job=job,
                  outstanding=work.get(backfill.spec.yacht_id, 0), failed_jobs=failed_jobs,
-                 reset=reset, reacting=reacting)
+                 reset=reset, reacting=reacting, empty=empty)
     if job is not None and not job.finished:
         state = Phase.RUNNING if job.state is JobState.ACTIVE else Phase.ADMITTED
         return Verdict(state, "JobRunning" if state is Phase.RUNNING else "JobCreated",
@@ -279,5 +323,16 @@ def _without_job(seen: _Seen, status: BackfillStatus) -> Verdict:
                        failed_jobs=seen.failed_jobs, reset=reset)
     if seen.phase is Phase.SUCCEEDED and not reset:
         return Verdict(Phase.SUCCEEDED, "QueueDrained", "completed; no new work", job=job)
+    if seen.spec.mode is Mode.ONCE:
+        # Nothing to do is done: `kubectl wait --for=condition=Complete` must not hang on
+        # an empty yacht. Rows that come later are work for Continuous mode or for
+        # drift.autoRequeue.
+        if seen.empty:
+            return Verdict(Phase.SUCCEEDED, "NoRows",
+                           "the yacht has no rows in search_index: nothing to embed", job=job,
+                           failed_jobs=seen.failed_jobs, reset=reset)
+        return Verdict(Phase.SUCCEEDED, "QueueDrained",
+                       "every row of the yacht is embedded or dead-lettered", job=job,
+                       failed_jobs=seen.failed_jobs, reset=reset)
     return Verdict(Phase.PENDING, "NoWork", "no rows of the yacht need an embedding",
                    job=job, failed_jobs=seen.failed_jobs, reset=reset)

@@ -344,3 +344,43 @@ def test_secrets_never_reach_crs_jobs_events_or_logs(stack, stack_db):
     assert all("value" not in e for e in job["env"]
                if e["name"] in ("DATABASE_URL", "OPENAI_API_KEY"))
     assert password not in " ".join(job["command"] + job.get("args", []))
+
+
+def test_kubectl_wait_for_complete_returns_for_a_yacht_without_rows(stack, stack_db):
+    yacht = add_yacht(stack_db, "Empty")
+    stack.apply(backfill("empty", yacht.id, mode="Once"))
+    stack.start_operator()
+    result = kubectl(stack, "wait", "--for=condition=Complete", "yb/empty", "-n", "fleet",
+                     "--timeout=30s", check=False)
+    assert result.returncode == 0, result.stderr + stack.operator_output()
+    status = stack.status("empty")
+    assert (status["phase"], status["progress"]["total"]) == ("Succeeded", 0)
+    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+    assert complete["reason"] == "NoRows"
+    assert stack.jobs() == []
+
+
+def test_a_second_backfill_of_a_yacht_is_told_which_one_handles_it(stack, stack_db):
+    yacht = add_yacht(stack_db, "Twice")
+    add_rows(stack_db, yacht.id, 10)
+    stack.apply(backfill("first", yacht.id))
+    stack.start_runner()
+    stack.start_operator()
+    wait_for(lambda: stack.status("first").get("phase") in ("Admitted", "Running",
+                                                           "Succeeded"), 20)
+    stack.apply(backfill("second", yacht.id, tier="enterprise"))
+    expected = f"yacht {yacht.id} is handled by YachtBackfill fleet/first"
+
+    def told() -> bool:
+        events = [e for e in stack.events("second") if e["reason"] == "DuplicateYacht"]
+        return bool(events) and events[0]["type"] == "Warning" and \
+            events[0]["message"] == expected
+
+    wait_for(told, 20, message=stack.operator_output)
+    status = stack.status("second")
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert (status["phase"], admitted["status"], admitted["reason"], admitted["message"]) == (
+        "Pending", "False", "DuplicateYacht", expected)
+    wait_for(lambda: stack.status("first").get("phase") == "Succeeded", 60)
+    assert {j["metadata"]["labels"]["f1cortex.io/backfill"] for j in stack.jobs()} == {"first"}
+    assert stack.status("second")["phase"] == "Pending"

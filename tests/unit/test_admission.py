@@ -306,17 +306,34 @@ def test_two_backfills_of_one_yacht_are_never_admitted_together() -> None:
     decision = run([a, b, c], max_concurrent_jobs=5)
     assert [(x.namespace, x.name) for x, _ in decision.admit] == [
         ("team-a", "lady-marina"), ("team-b", "sea-breeze")]
-    waiting = decision.verdicts[b.uid]
-    assert (waiting.phase, waiting.queue_position) == (Phase.QUEUED, 1)
-    assert "another backfill of this yacht is running" in waiting.message
+    twin = decision.verdicts[b.uid]
+    assert (twin.phase, twin.reason, twin.queue_position) == (
+        Phase.PENDING, "DuplicateYacht", None)
+    assert twin.message == f"yacht {Y1} is handled by YachtBackfill team-a/lady-marina"
 
 
-def test_a_running_job_blocks_its_yacht_for_every_other_backfill() -> None:
+def test_a_running_job_makes_its_backfill_the_yachts_whatever_the_priorities() -> None:
     a = backfill("a", "team-a", yacht=1, spec={"tier": "standard"})
     b = backfill("b", "team-b", yacht=1, spec={"tier": "enterprise"})
     decision = run([a, b], [job_of(a)], max_concurrent_jobs=5)
     assert decision.admit == []
-    assert decision.verdicts[b.uid].queue_position == 1
+    assert decision.verdicts[a.uid].phase is Phase.RUNNING
+    twin = decision.verdicts[b.uid]
+    assert (twin.phase, twin.reason) == (Phase.PENDING, "DuplicateYacht")
+    assert "team-a/a" in twin.message
+
+
+def test_the_oldest_backfill_of_a_yacht_handles_it_and_its_twin_takes_over_when_it_goes(
+) -> None:
+    older = backfill("older", yacht=1, age=0)
+    newer = backfill("newer", yacht=1, age=5)
+    decision = run([newer, older])
+    assert decision.admit == [(older, 1)]
+    assert decision.verdicts[newer.uid].reason == "DuplicateYacht"
+    # Deleted, or suspended: the other one is the yacht's now.
+    for gone in (replace(older, deleting=True),
+                 replace(older, spec=replace(older.spec, suspend=True))):
+        assert run([newer, gone]).admit == [(newer, 1)]
 
 
 # --- Never a Job for a suspended, deleted or invalid backfill ----------------------------------
@@ -398,13 +415,39 @@ def test_backfills_that_are_not_candidates_have_no_queue_position() -> None:
 
 
 @pytest.mark.parametrize("work", [{Y1: 0}, {}], ids=["zero", "unknown"])
-def test_a_backfill_without_work_is_pending_and_not_admitted(work: dict[str, int]) -> None:
-    b = backfill()
+def test_a_continuous_backfill_without_work_is_pending_and_not_admitted(
+        work: dict[str, int]) -> None:
+    b = backfill(spec={"mode": "Continuous"})
     decision = run([b], work=work)
     assert decision.admit == []
     verdict = decision.verdicts[b.uid]
     assert (verdict.phase, verdict.reason, verdict.queue_position) == (
         Phase.PENDING, "NoWork", None)
+
+
+def test_a_once_backfill_of_a_yacht_without_rows_is_complete_at_once() -> None:
+    b = backfill(spec={"mode": "Once"})
+    decision = decide([b], [], {}, max_concurrent_jobs=1, job_retries=1, rows={})
+    verdict = decision.verdicts[b.uid]
+    assert decision.admit == []
+    assert (verdict.phase, verdict.reason) == (Phase.SUCCEEDED, "NoRows")
+
+
+def test_a_once_backfill_whose_rows_are_all_embedded_already_is_complete() -> None:
+    b = backfill(spec={"mode": "Once"})
+    decision = decide([b], [], {Y1: 0}, max_concurrent_jobs=1, job_retries=1,
+                      rows={Y1: 250})
+    verdict = decision.verdicts[b.uid]
+    assert decision.admit == []
+    assert (verdict.phase, verdict.reason) == (Phase.SUCCEEDED, "QueueDrained")
+
+
+def test_rows_that_come_after_an_empty_once_backfill_completed_are_not_its_work() -> None:
+    b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "observedGeneration": 1})
+    decision = decide([b], [], {Y1: 40}, max_concurrent_jobs=1, job_retries=1,
+                      rows={Y1: 40})
+    assert decision.admit == []
+    assert decision.verdicts[b.uid].phase is Phase.SUCCEEDED
 
 
 # --- Admission numbers --------------------------------------------------------------------------
@@ -529,7 +572,8 @@ def test_a_failed_job_is_counted_even_when_no_row_is_left_to_retry_for() -> None
     decision = run([b], [failed], work={Y1: 0}, job_retries=2)
     verdict = decision.verdicts[b.uid]
     assert decision.admit == []
-    assert (verdict.phase, verdict.failed_jobs) == (Phase.PENDING, 1)
+    # Nothing is left to do (mode Once): done, and the failure still counted.
+    assert (verdict.phase, verdict.failed_jobs) == (Phase.SUCCEEDED, 1)
 
 
 def test_a_failed_job_waiting_for_a_slot_is_not_counted_again() -> None:

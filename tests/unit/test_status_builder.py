@@ -278,6 +278,32 @@ def test_no_drift_reading_keeps_the_last_one() -> None:
     assert fresh.status.condition(ConditionType.DRIFT) is None
 
 
+# --- A yacht's second backfill, an empty yacht ----------------------------------------------------
+
+
+DUPLICATE = Verdict(Phase.PENDING, "DuplicateYacht",
+                    "yacht 28191ed2 is handled by YachtBackfill fleet/aurora")
+
+
+def test_a_twin_backfill_is_told_once_which_backfill_handles_its_yacht() -> None:
+    b, events = step(backfill(), DUPLICATE)
+    assert kinds(events) == [("Warning", "DuplicateYacht")]
+    assert events[0].message == DUPLICATE.message
+    assert conditions(b)["Admitted"] == ("False", "DuplicateYacht")
+    assert b.status.phase is Phase.PENDING
+    _, events = step(b, DUPLICATE, minutes=1)
+    assert events == []
+
+
+def test_an_empty_yacht_is_complete_with_reason_no_rows() -> None:
+    empty = Verdict(Phase.SUCCEEDED, "NoRows",
+                    "the yacht has no rows in search_index: nothing to embed")
+    b, events = step(backfill(), empty, YachtFigures())
+    assert conditions(b)["Complete"] == ("True", "NoRows")
+    assert b.status.progress.total == 0 and b.status.completed_at is not None
+    assert kinds(events) == [("Normal", "Completed")]
+
+
 # --- What a tick did besides deciding: annotations, drift re-queues -------------------------------
 
 

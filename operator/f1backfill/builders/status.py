@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..admission import ObservedBackfill, Verdict
+from ..admission import DUPLICATE_YACHT, ObservedBackfill, Verdict
 from ..api import (
     BackfillStatus,
     Condition,
@@ -197,6 +197,12 @@ def _phase(conditions: _Conditions, old: BackfillStatus, verdict: Verdict,
                    "Suspended" if suspended else "NotSuspended",
                    verdict.message if suspended else "")
     events = _phase_events(old.phase, verdict, job_name)
+    old_admitted = old.condition(ConditionType.ADMITTED)
+    if verdict.reason == DUPLICATE_YACHT and (old_admitted is None
+                                              or old_admitted.reason != DUPLICATE_YACHT):
+        # A second backfill of a yacht another one handles: the user should hear why it
+        # never runs (once; the condition keeps saying it).
+        events.append(EventNote(WARNING, DUPLICATE_YACHT, verdict.message))
     job = verdict.job
     if verdict.failed_jobs > (old.failed_jobs or 0) and not failed and job is not None:
         # Counted now and retried (possibly admitted in the same decision): say so once.

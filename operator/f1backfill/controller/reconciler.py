@@ -228,7 +228,8 @@ class Reconciler:
             {yacht: f.work for yacht, f in figures.items()},
             max_concurrent_jobs=self.settings.max_concurrent_jobs,
             job_retries=self.settings.job_retries,
-            rerun=_reruns(backfills, actions))
+            rerun=_reruns(backfills, actions),
+            rows={yacht: f.total for yacht, f in figures.items()})
         desired = self._desired(decision, backfills, figures, actions)
         self.metrics.decision_seconds.observe(time.monotonic() - deciding)
         await self._act(decision, desired)
