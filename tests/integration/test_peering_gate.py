@@ -1,7 +1,8 @@
 """The operator's peering gate agrees with kopf itself: real `kopf run` replicas against the
 emulator pause and resume by kopf's rule, and `PeeringGate` reads the peering object they
-write the same way. This pins kopf's undocumented peering format: a kopf release that
-changes it (or the rule) fails here, not silently in a cluster with two replicas."""
+write the same way, and writes its own announcement so that kopf reads it. This pins kopf's
+undocumented peering format: a kopf release that changes it (or the rule) fails here, not
+silently in a cluster with two replicas."""
 
 from __future__ import annotations
 
@@ -147,12 +148,18 @@ def test_equal_priorities_pause_both_in_kopf_and_in_the_gate(replicas, gate_of):
     assert not gate_of(second).active()
 
 
-def test_a_replica_kopf_has_not_announced_yet_is_not_active(replicas, gate_of):
-    start, _ = replicas
+def test_a_replica_kopf_has_not_announced_yet_announces_itself_in_kopfs_format(replicas,
+                                                                               gate_of):
+    start, peers = replicas
     only = start("only", 100)
-    unannounced = Replica("unannounced", 500, only.process, only.log)
-    assert not gate_of(unannounced).active()
-    assert gate_of(only).active()
+    newcomer = Replica("newcomer", 500, only.process, only.log)
+    assert gate_of(newcomer).active()  # announced, and no live peer above it
+    record = peers()["newcomer"]
+    assert (record["priority"], record["lifetime"]) == (500, 60)
+    # kopf reads the announcement as one of its own peers' keep-alives.
+    wait_for(lambda: only.said("Pausing operations in favour of [<Peer newcomer"), 20,
+             message=lambda: only.log.read_text()[-3000:])
+    assert not gate_of(only).active()
 
 
 def test_a_replica_stopped_gracefully_leaves_the_peering_at_once(replicas, gate_of):

@@ -45,9 +45,17 @@ class Stack:
     operator_log: Path | None = None
     runner: JobRunner | None = None
     _restarts: int = 0
+    _spawned: list[subprocess.Popen] = field(default_factory=list)
 
     # -- processes ---------------------------------------------------------------------
     def start_operator(self, **env: str) -> subprocess.Popen:
+        """The operator process the test drives (`stop_operator` stops it)."""
+        self.operator = self.spawn_operator(**env)
+        return self.operator
+
+    def spawn_operator(self, **env: str) -> subprocess.Popen:
+        """An operator process, e.g. another replica, logging to its own file (the latest
+        one's is `operator_log`); every one is stopped with the stack."""
         self._restarts += 1
         self.operator_log = self.workdir / f"operator-{self._restarts}.log"
         environment = {
@@ -60,9 +68,10 @@ class Stack:
             "JOB_TTL_SECONDS_AFTER_FINISHED": "3600", "LOG_LEVEL": "INFO",
             **self.operator_env, **env}
         with open(self.operator_log, "w") as log:
-            self.operator = subprocess.Popen(
+            process = subprocess.Popen(
                 [WORKER, "operator"], env=environment, stdout=log, stderr=subprocess.STDOUT)
-        return self.operator
+        self._spawned.append(process)
+        return process
 
     def stop_operator(self, sig: int = signal.SIGTERM) -> None:
         if self.operator is None:
@@ -149,6 +158,10 @@ def running_stack(pg_server, tmp_path: Path, *, fake: FakeOpenAI | None = None,
     finally:
         if stack is not None:
             stack.stop_operator()
+            for process in stack._spawned:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=20)
             if stack.runner is not None:
                 stack.runner.stop()
         api.stop()

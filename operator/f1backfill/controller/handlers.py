@@ -32,12 +32,15 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.probe(id="reconciler")
 async def reconciler_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-    """For the liveness endpoint: a loop stuck for many ticks fails the probe."""
+    """For the liveness endpoint. A replica in charge whose loop has not finished a tick
+    for many tick intervals is stuck: the probe fails and the kubelet restarts it. A
+    replica on standby (another is in charge) ticks nothing by design, and one backing
+    off from a failure is not stuck either: both answer, saying which they are."""
     reconciler = memo.runtime.reconciler
     age = None if reconciler.last_tick is None else time.monotonic() - reconciler.last_tick
     limit = max(60.0, 10 * reconciler.settings.tick_seconds)
     if age is not None and age > limit and reconciler.active and not reconciler.failures:
         raise kopf.PermanentError(f"no reconciliation for {age:.0f}s")
     await asyncio.sleep(0)
-    return {"ticks": reconciler.ticks, "seconds_since_tick": age,
-            "failures_in_a_row": reconciler.failures}
+    return {"active": reconciler.active, "ticks": reconciler.ticks,
+            "seconds_since_tick": age, "failures_in_a_row": reconciler.failures}

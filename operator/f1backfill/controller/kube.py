@@ -171,6 +171,19 @@ class Kube:
         return None
 
     # -- writes ----------------------------------------------------------------------------
+    def patch_peering(self, name: str, namespace: str | None,
+                      peers: dict[str, Any]) -> None:
+        """Merge `peers` into the peering object's status, as kopf's keep-alive does (the
+        peering CRDs have no status subresource)."""
+        body = {"status": peers}
+        with _translated():
+            if namespace is None:
+                self.custom.patch_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", name, body)
+            else:
+                self.custom.patch_namespaced_custom_object(
+                    "kopf.dev", "v1", namespace, "kopfpeerings", name, body)
+
     def create_job(self, manifest: dict[str, Any]) -> bool:
         """Create-if-absent: False when a Job of that name already exists (a restart)."""
         try:

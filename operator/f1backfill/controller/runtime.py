@@ -21,7 +21,7 @@ from ..config import OperatorSettings
 from ..db.fleet import FleetDatabase
 from .kube import Kube, load_config
 from .metrics import OperatorMetrics
-from .peering import PeeringGate
+from .peering import PEERING_LIFETIME, PeeringGate
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.posting.level = logging.WARNING
     # Peering: replicas get distinct random priorities (see Runtime), so exactly one is
     # active and another takes over when it stops renewing (60 s lifetime).
-    settings.peering.lifetime = 60
+    settings.peering.lifetime = PEERING_LIFETIME
     settings.peering.priority = runtime.priority
 
 
