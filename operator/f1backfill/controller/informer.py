@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..admission import ObservedBackfill, ObservedJob
 from ..errors import WatchFailed
-from .kube import Kube, describe_error
+from .kube import EventStream, Kube, describe_error
 from .observe import observe_backfill, observe_job
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class Watched(Generic[K, T]):
     kind: str  # for log lines, e.g. "YachtBackfills"
     # (namespace or None for all, page size, continue token) -> a List body
     list_page: Callable[[str | None, int, str | None], Body]
-    # (namespace or None, resourceVersion, timeout seconds) -> watch events
-    watch: Callable[[str | None, str, int], Iterator[Body]]
+    # (namespace or None, resourceVersion, timeout seconds) -> watch events (closeable)
+    watch: Callable[[str | None, str, int], EventStream]
     key: Callable[[Body], K]  # of a body: how the cache finds the object
     observe: Callable[[Body], T | None]  # None: not one of ours, forget it
     version: Callable[[T], str]  # the resourceVersion an observed object was made from
@@ -92,6 +92,7 @@ class Informer(Generic[K, T]):
         self._listed: set[str | None] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._streams: dict[str | None, EventStream] = {}  # the open watch of each scope
 
     @property
     def synced(self) -> bool:
@@ -107,9 +108,12 @@ class Informer(Generic[K, T]):
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stops at the next event or bookmark; the threads are daemons, so a watch waiting
-        on a quiet server does not hold the process up."""
+        """Stops now: the open watches are closed, and nothing the threads meet after this
+        is logged (at shutdown the API server may already refuse us: a release being
+        uninstalled deletes our RBAC while the pod terminates)."""
         self._stop.set()
+        for stream in list(self._streams.values()):
+            stream.close()
 
     # -- the thread --------------------------------------------------------------------------
     def _run(self, loop: asyncio.AbstractEventLoop, scope: str | None) -> None:
@@ -126,6 +130,8 @@ class Informer(Generic[K, T]):
                 version = self._watch(scope, version, deliver)
                 wait = RETRY_SECONDS[0]
             except Exception as exc:  # the API server restarting, a network blip
+                if self._stop.is_set():
+                    break
                 log.warning("watching %s %s failed (%s); again in %.1fs", self.watched.kind,
                             where, describe_error(exc), wait)
                 self._stop.wait(wait)
@@ -160,7 +166,10 @@ class Informer(Generic[K, T]):
                deliver: Callable[..., None]) -> str | None:
         """Events until the server ends the watch; returns where to resume, or None when
         the version is too old to resume from (410 Gone: list again)."""
-        for event in self.watched.watch(scope, version, self.watch_timeout):
+        stream = self._streams[scope] = self.watched.watch(scope, version, self.watch_timeout)
+        if self._stop.is_set():  # stopped while the request was on its way
+            stream.close()
+        for event in stream:
             if self._stop.is_set():
                 break
             kind, body = event.get("type"), event.get("object") or {}

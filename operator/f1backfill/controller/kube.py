@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +87,43 @@ def load_config() -> None:
             ) from None
 
 
+class EventStream:
+    """The events of one watch request, decoded line by line as they arrive. `close()`, from
+    any thread, ends the iteration at once: a stopping informer need not wait for the next
+    event or bookmark of a quiet server."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            pending = b""
+            for chunk in self.response.stream(amt=None, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # Closing a socket does not wake a thread blocked reading it; shutting it down does.
+        sock = getattr(getattr(self.response, "connection", None), "sock", None)
+        with contextlib.suppress(OSError):
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):  # a connection another thread was reading
+            self.response.close()
+            self.response.release_conn()
+
+
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
         """`api`: a configured client; by default, the configuration `load_config` set."""
@@ -106,7 +144,7 @@ class Kube:
                          namespace, PLURAL, **_page(limit, token))
 
     def watch_backfills(self, namespace: str | None, resource_version: str,
-                        timeout_seconds: int) -> Iterator[dict[str, Any]]:
+                        timeout_seconds: int) -> EventStream:
         """The watch events of YachtBackfills after `resource_version`, bookmarks included,
         until the server ends the watch (after `timeout_seconds`)."""
         options = _watch(resource_version, timeout_seconds)
@@ -125,7 +163,7 @@ class Kube:
         return self._raw(self.batch.list_namespaced_job, namespace, **options)
 
     def watch_jobs(self, namespace: str | None, resource_version: str,
-                   timeout_seconds: int) -> Iterator[dict[str, Any]]:
+                   timeout_seconds: int) -> EventStream:
         options = {"label_selector": JOB_SELECTOR,
                    **_watch(resource_version, timeout_seconds)}
         if namespace is None:
@@ -143,23 +181,9 @@ class Kube:
             response.release_conn()
 
     @staticmethod
-    def _events(call: Callable[..., Any], *args: Any, **kwargs: Any
-                ) -> Iterator[dict[str, Any]]:
+    def _events(call: Callable[..., Any], *args: Any, **kwargs: Any) -> EventStream:
         """A watch's events, each decoded once, from its line."""
-        response = call(*args, _preload_content=False, **kwargs)
-        try:
-            pending = b""
-            for chunk in response.stream(amt=None, decode_content=False):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-            if pending.strip():
-                yield json.loads(pending)
-        finally:
-            response.close()
-            response.release_conn()
+        return EventStream(call(*args, _preload_content=False, **kwargs))
 
     def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
         with _translated(missing_ok=True):
