@@ -31,19 +31,49 @@ if TYPE_CHECKING:
     from .db.deadletters import DeadLetter
 
 
+class _Formatter(logging.Formatter):
+    """The package's own errors are written for people: a record that carries one (a lane
+    that lost the database, a failed heartbeat) is one line, its message after the log's,
+    as the reconciler logs them. Any other exception keeps its traceback: that is a bug."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BackfillError):
+            record = logging.makeLogRecord({
+                **record.__dict__, "exc_info": None, "exc_text": None, "args": None,
+                "msg": f"{record.getMessage()} ({type(error).__name__}: {error})"})
+        return super().format(record)
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        handlers=[handler])
+
+
+def _check_database_url(url: str) -> None:
+    """A missing or malformed DATABASE_URL refused before a command logs or starts anything."""
+    from .db.connection import check_url
+
+    check_url(url)
+
+
+def _database_work():
+    """psycopg2's errors as the package's (`db.connection.translated_errors`): a database not
+    migrated says to run `f1backfill migrate`, one that went away is DatabaseUnavailable."""
+    from .db.connection import translated_errors
+
+    return translated_errors()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .db.migrate import migrate
 
     settings = WorkerSettings.from_env()
-    applied = migrate(settings.database_url, dimensions=args.dimensions or settings.dimensions)
+    with _database_work():
+        applied = migrate(settings.database_url,
+                          dimensions=args.dimensions or settings.dimensions)
     print(f"schema up to date; applied {applied or 'nothing'}")
     return 0
 
@@ -64,6 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not settings.yacht_id:
         raise ConfigError("--yacht-id (or YACHT_ID) is required: the UUID of the yacht whose "
                           "queue to drain")
+    _check_database_url(settings.database_url)
     _setup_logging(settings.log_level)
     worker = Worker(settings)
 
@@ -108,7 +139,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import plan
 
     settings = WorkerSettings.from_env()
-    sys.stdout.write(plan(settings.database_url, args.namespace))
+    with _database_work():
+        manifests = plan(settings.database_url, args.namespace)
+    sys.stdout.write(manifests)
     return 0
 
 
@@ -118,7 +151,8 @@ def cmd_feedback_learn(args: argparse.Namespace) -> int:
 
     settings = FeedbackSettings.from_env()
     _setup_logging(settings.log_level)
-    result = learn(settings, yacht_id=args.yacht, dry_run=args.dry_run)
+    with _database_work():
+        result = learn(settings, yacht_id=args.yacht, dry_run=args.dry_run)
     print(render(result, dry_run=args.dry_run))
     return 0
 
@@ -131,10 +165,11 @@ def cmd_feedback_record(args: argparse.Namespace) -> int:
     settings = FeedbackSettings.from_env()
     conn = connect(settings.database_url, application_name="f1backfill-feedback")
     try:
-        click = record_click(
-            conn, org_id=args.org, yacht_id=args.yacht, user_id=args.user,
-            query_text=args.query, object_type=args.object_type, object_id=args.object_id,
-            position=args.position, max_query_chars=settings.max_query_chars)
+        with _database_work():
+            click = record_click(
+                conn, org_id=args.org, yacht_id=args.yacht, user_id=args.user,
+                query_text=args.query, object_type=args.object_type, object_id=args.object_id,
+                position=args.position, max_query_chars=settings.max_query_chars)
     finally:
         conn.close()
     print(f"recorded click {click}")
@@ -152,13 +187,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     conn = _dlq_connection()
     try:
-        if args.dlq_command == "list":
-            print(_dead_letter_table(deadletters.list_dead_letters(
-                conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
-                limit=args.limit)))
-            return 0
-        operation = deadletters.retry if args.dlq_command == "retry" else deadletters.abandon
-        counts = operation(conn, yacht_id=args.yacht, code=args.code, ids=args.id)
+        with _database_work():
+            if args.dlq_command == "list":
+                print(_dead_letter_table(deadletters.list_dead_letters(
+                    conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
+                    limit=args.limit)))
+                return 0
+            operation = (deadletters.retry if args.dlq_command == "retry"
+                         else deadletters.abandon)
+            counts = operation(conn, yacht_id=args.yacht, code=args.code, ids=args.id)
     finally:
         conn.close()
     verb = "re-queued" if args.dlq_command == "retry" else "abandoned"

@@ -87,7 +87,16 @@ def translated_errors() -> Iterator[None]:
     except _UNMIGRATED as exc:
         raise SchemaNotReady(f"{_first_line(exc)}: run `f1backfill migrate`") from exc
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise DatabaseUnavailable(f"database: {_first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"database: {_first_line(_original(exc))}") from exc
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The first database error of a chain: a statement on a connection the server closed
+    fails with why, then the rollback on leaving `with conn` with "connection already
+    closed", which alone would hide it."""
+    while isinstance(exc.__context__, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        exc = exc.__context__
+    return exc
 
 
 def _first_line(exc: Exception) -> str:
