@@ -117,10 +117,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
     configure_gc()
     settings = OperatorSettings.from_env()
+    # Without a database the operator could admit nothing: it reads each yacht's queue.
+    _check_database_url(settings.database_url)
     _setup_logging(settings.log_level)
+    # It loads the kubeconfig: before the first log line, so that a missing one is the only
+    # line printed.
+    runtime = Runtime.create(settings)
     log = logging.getLogger("f1backfill.operator")
     log.info("operator starting with %s", settings.redacted())
-    runtime = Runtime.create(settings)
     kopf.run(
         memo=kopf.Memo(runtime=runtime),
         clusterwide=not settings.namespaces,
