@@ -17,31 +17,63 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from .config import WorkerSettings
 from .constants import ANNOTATION_REPLAY_DEAD_LETTERS, Provider
-from .errors import BackfillError
+from .defaults import VECTOR_DIMENSIONS
+from .errors import BackfillError, ConfigError, InvalidQuery
 from .memory import configure_gc, limit_malloc_arenas
 
 if TYPE_CHECKING:
     from .db.deadletters import DeadLetter
 
 
+class _Formatter(logging.Formatter):
+    """The package's own errors are written for people: a record that carries one (a lane
+    that lost the database, a failed heartbeat) is one line, its message after the log's,
+    as the reconciler logs them. Any other exception keeps its traceback: that is a bug."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BackfillError):
+            record = logging.makeLogRecord({
+                **record.__dict__, "exc_info": None, "exc_text": None, "args": None,
+                "msg": f"{record.getMessage()} ({type(error).__name__}: {error})"})
+        return super().format(record)
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        handlers=[handler])
+
+
+def _check_database_url(url: str) -> None:
+    """A missing or malformed DATABASE_URL refused before a command logs or starts anything."""
+    from .db.connection import check_url
+
+    check_url(url)
+
+
+def _database_work():
+    """psycopg2's errors as the package's (`db.connection.translated_errors`): a database not
+    migrated says to run `f1backfill migrate`, one that went away is DatabaseUnavailable."""
+    from .db.connection import translated_errors
+
+    return translated_errors()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .db.migrate import migrate
 
     settings = WorkerSettings.from_env()
-    applied = migrate(settings.database_url, dimensions=args.dimensions or settings.dimensions)
+    with _database_work():
+        applied = migrate(settings.database_url,
+                          dimensions=args.dimensions or settings.dimensions)
     print(f"schema up to date; applied {applied or 'nothing'}")
     return 0
 
@@ -60,7 +92,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
     settings = WorkerSettings.from_env(**overrides)
     if not settings.yacht_id:
-        raise BackfillError("--yacht-id (or YACHT_ID) is required")
+        raise ConfigError("--yacht-id (or YACHT_ID) is required: the UUID of the yacht whose "
+                          "queue to drain")
+    _check_database_url(settings.database_url)
     _setup_logging(settings.log_level)
     worker = Worker(settings)
 
@@ -83,10 +117,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
     configure_gc()
     settings = OperatorSettings.from_env()
+    # Without a database the operator could admit nothing: it reads each yacht's queue.
+    _check_database_url(settings.database_url)
     _setup_logging(settings.log_level)
+    # It loads the kubeconfig: before the first log line, so that a missing one is the only
+    # line printed.
+    runtime = Runtime.create(settings)
     log = logging.getLogger("f1backfill.operator")
     log.info("operator starting with %s", settings.redacted())
-    runtime = Runtime.create(settings)
     kopf.run(
         memo=kopf.Memo(runtime=runtime),
         clusterwide=not settings.namespaces,
@@ -105,7 +143,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import plan
 
     settings = WorkerSettings.from_env()
-    sys.stdout.write(plan(settings.database_url, args.namespace))
+    with _database_work():
+        manifests = plan(settings.database_url, args.namespace)
+    sys.stdout.write(manifests)
     return 0
 
 
@@ -115,7 +155,8 @@ def cmd_feedback_learn(args: argparse.Namespace) -> int:
 
     settings = FeedbackSettings.from_env()
     _setup_logging(settings.log_level)
-    result = learn(settings, yacht_id=args.yacht, dry_run=args.dry_run)
+    with _database_work():
+        result = learn(settings, yacht_id=args.yacht, dry_run=args.dry_run)
     print(render(result, dry_run=args.dry_run))
     return 0
 
@@ -128,10 +169,11 @@ def cmd_feedback_record(args: argparse.Namespace) -> int:
     settings = FeedbackSettings.from_env()
     conn = connect(settings.database_url, application_name="f1backfill-feedback")
     try:
-        click = record_click(
-            conn, org_id=args.org, yacht_id=args.yacht, user_id=args.user,
-            query_text=args.query, object_type=args.object_type, object_id=args.object_id,
-            position=args.position, max_query_chars=settings.max_query_chars)
+        with _database_work():
+            click = record_click(
+                conn, org_id=args.org, yacht_id=args.yacht, user_id=args.user,
+                query_text=args.query, object_type=args.object_type, object_id=args.object_id,
+                position=args.position, max_query_chars=settings.max_query_chars)
     finally:
         conn.close()
     print(f"recorded click {click}")
@@ -149,13 +191,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     conn = _dlq_connection()
     try:
-        if args.dlq_command == "list":
-            print(_dead_letter_table(deadletters.list_dead_letters(
-                conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
-                limit=args.limit)))
-            return 0
-        operation = deadletters.retry if args.dlq_command == "retry" else deadletters.abandon
-        counts = operation(conn, yacht_id=args.yacht, code=args.code, ids=args.id)
+        with _database_work():
+            if args.dlq_command == "list":
+                print(_dead_letter_table(deadletters.list_dead_letters(
+                    conn, yacht_id=args.yacht, code=args.code, include_resolved=args.all,
+                    limit=args.limit)))
+                return 0
+            operation = (deadletters.retry if args.dlq_command == "retry"
+                         else deadletters.abandon)
+            counts = operation(conn, yacht_id=args.yacht, code=args.code, ids=args.id)
     finally:
         conn.close()
     verb = "re-queued" if args.dlq_command == "retry" else "abandoned"
@@ -181,17 +225,103 @@ def _dead_letter_table(letters: Sequence[DeadLetter]) -> str:
     return "\n".join(lines)
 
 
+# --- Arguments: each checked as it is parsed, before a setting is read or a database called
+
+# search_click_events.click_position is an INTEGER column.
+_INT4_MAX = 2**31 - 1
+_YACHT = "the yacht's id (spec.yachtId of its YachtBackfill)"
+_DEAD_LETTER = "a dead letter's id, the UUID in the first column of `f1backfill dlq list`"
+
+
+def _uuid(meaning: str) -> Callable[[str], str]:
+    """An argparse type: a UUID (`meaning` says whose), in its canonical lowercase form."""
+
+    def parse(text: str) -> str:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a UUID: give {meaning}") from None
+
+    return parse
+
+
+def _whole_number(minimum: int, maximum: int | None = None, note: str = ""
+                  ) -> Callable[[str], int]:
+    """An argparse type: an int within [minimum, maximum]; `note` says what it counts."""
+    limits = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number {limits}{note}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _namespace(text: str) -> str:
+    """An argparse type: a namespace name; empty is no namespace, as without the flag."""
+    from .plan import check_namespace
+
+    if text:
+        try:
+            check_namespace(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _query(text: str) -> str:
+    """An argparse type: a search query that `normalize_query` accepts, kept as typed (the
+    click stores both forms)."""
+    from .querytext import normalize_query
+
+    try:
+        normalize_query(text)
+    except InvalidQuery as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+class _BadArguments(Exception):
+    """What argparse would print with the usage and exit 2 for; `main` prints it alone."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose complaint is one line, like every other error of the CLI:
+    `f1backfill dlq list: error: argument --yacht: ...` (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadArguments(f"{self.prog}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="f1backfill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="f1backfill", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{migrate,worker,operator,plan,feedback,dlq}")
 
-    migrate = sub.add_parser("migrate", help="create or upgrade the schema (DATABASE_URL)")
-    migrate.add_argument("--dimensions", type=int, help="vector length (EMBEDDING_DIMENSIONS)")
-    migrate.set_defaults(func=cmd_migrate)
+    def command(subparsers, name: str, func: Callable[[argparse.Namespace], int], **kwargs):
+        """A subcommand; `prog` (`f1backfill dlq list`) prefixes its error messages."""
+        made = subparsers.add_parser(name, **kwargs)
+        made.set_defaults(func=func, prog=made.prog)
+        return made
 
-    worker = sub.add_parser("worker", help="drain one yacht's queue (settings from env)")
-    worker.add_argument("--yacht-id", help="the yacht (YACHT_ID)")
+    migrate = command(sub, "migrate", cmd_migrate,
+                      help="create or upgrade the schema (DATABASE_URL)")
+    migrate.add_argument(
+        "--dimensions", help="vector length (EMBEDDING_DIMENSIONS)",
+        type=_whole_number(VECTOR_DIMENSIONS.minimum, VECTOR_DIMENSIONS.maximum,
+                           " (pgvector's limit)"))
+
+    worker = command(sub, "worker", cmd_worker,
+                     help="drain one yacht's queue (settings from env)")
+    worker.add_argument("--yacht-id", type=_uuid(_YACHT), help="the yacht (YACHT_ID)")
     worker.add_argument("--batch-size", type=int, help="rows per claim (BATCH_SIZE)")
     worker.add_argument("--batch-sleep", type=float, help="pause between batches (BATCH_SLEEP_SEC)")
     worker.add_argument("--max-attempts", type=int, help="failures before the DLQ (MAX_ATTEMPTS)")
@@ -201,51 +331,65 @@ def build_parser() -> argparse.ArgumentParser:
                         help="EMBEDDING_PROVIDER")
     worker.add_argument("--max-in-flight", type=int, help="concurrent batches (MAX_IN_FLIGHT)")
     worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
-    worker.set_defaults(func=cmd_worker)
 
-    operator = sub.add_parser("operator", help="run the kopf operator (settings from env)")
-    operator.set_defaults(func=cmd_operator)
+    command(sub, "operator", cmd_operator, help="run the kopf operator (settings from env)")
 
-    plan = sub.add_parser("plan", help="print a YachtBackfill per active yacht (kubectl apply)")
-    plan.add_argument("--namespace", help="namespace written into each CR")
-    plan.set_defaults(func=cmd_plan)
+    plan = command(sub, "plan", cmd_plan,
+                   help="print a YachtBackfill per active yacht (kubectl apply)")
+    plan.add_argument("--namespace", type=_namespace, help="namespace written into each CR")
 
     feedback = sub.add_parser("feedback", help="click-feedback learning (nightly CronJob)")
-    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
-    learn_cmd = feedback_sub.add_parser(
-        "learn", help="append queries that led to clicks to the clicked rows' text")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True,
+                                           metavar="{learn,record}")
+    learn_cmd = command(feedback_sub, "learn", cmd_feedback_learn,
+                        help="append queries that led to clicks to the clicked rows' text")
     learn_cmd.add_argument("--dry-run", action="store_true", help="print, change nothing")
-    learn_cmd.add_argument("--yacht", help="only this yacht (UUID)")
-    learn_cmd.set_defaults(func=cmd_feedback_learn)
-    record = feedback_sub.add_parser("record", help="record one search click")
-    for flag in ("--org", "--yacht", "--user", "--query", "--object-type", "--object-id"):
-        record.add_argument(flag, required=True)
-    record.add_argument("--position", type=int, help="rank of the clicked result, 1 = top")
-    record.set_defaults(func=cmd_feedback_record)
+    learn_cmd.add_argument("--yacht", type=_uuid(_YACHT), help="only this yacht (UUID)")
+    record = command(feedback_sub, "record", cmd_feedback_record,
+                     help="record one search click")
+    for flag, kind, text in (
+            ("--org", _uuid("the organisation's id"), "the organisation (UUID)"),
+            ("--yacht", _uuid(_YACHT), "the yacht (UUID)"),
+            ("--user", _uuid("the user's id"), "who clicked (UUID)"),
+            ("--query", _query, "the search query, as typed"),
+            ("--object-type", str, "the clicked row's object_type in search_index"),
+            ("--object-id", _uuid("the clicked row's object_id in search_index"),
+             "the clicked row's object_id in search_index (UUID)")):
+        record.add_argument(flag, required=True, type=kind, help=text)
+    record.add_argument("--position", type=_whole_number(1, _INT4_MAX, " (1 is the top result)"),
+                        help="rank of the clicked result, 1 = top")
 
     dlq = sub.add_parser("dlq", help="list, retry or abandon dead letters")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True,
+                                 metavar="{list,retry,abandon}")
     for name, text in (("list", "unresolved dead letters as a table"),
                        ("retry", "back to the queue with attempts reset"),
                        ("abandon", "resolve as abandoned")):
-        command = dlq_sub.add_parser(name, help=text)
-        command.add_argument("--yacht", help="only this yacht (UUID)")
-        command.add_argument("--code", help="only this error code (e.g. invalid_input)")
+        letters = command(dlq_sub, name, cmd_dlq, help=text)
+        letters.add_argument("--yacht", type=_uuid(_YACHT), help="only this yacht (UUID)")
+        letters.add_argument("--code", help="only this error code (e.g. invalid_input)")
         if name == "list":
-            command.add_argument("--all", action="store_true", help="resolved ones too")
-            command.add_argument("--limit", type=int, default=1000)
+            letters.add_argument("--all", action="store_true", help="resolved ones too")
+            letters.add_argument("--limit", type=_whole_number(0), default=1000,
+                                 help="at most this many rows (default 1000)")
         else:
-            command.add_argument("--id", action="append", help="only this entry (repeatable)")
-        command.set_defaults(func=cmd_dlq)
+            letters.add_argument(
+                "--id", action="append", type=_uuid(_DEAD_LETTER),
+                help=f"only this entry: {_DEAD_LETTER} (repeatable)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; every error it expects is one line on stderr and exit code 2."""
+    try:
+        args = build_parser().parse_args(argv)
+    except _BadArguments as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except BackfillError as exc:
-        print(f"f1backfill {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
 
 

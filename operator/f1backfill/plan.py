@@ -16,6 +16,18 @@ import yaml
 from .constants import API_VERSION, KIND, LABEL_YACHT_ID
 from .db import query
 from .db.connection import connect
+from .errors import ConfigError
+
+# A namespace's name is a DNS-1123 label, as the API server checks it.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_namespace(namespace: str) -> None:
+    """A ConfigError unless `namespace` is a name the API server accepts for a namespace."""
+    if not _DNS_LABEL.fullmatch(namespace):
+        raise ConfigError(
+            f"{namespace!r} is not a namespace name: at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit")
 
 
 def resource_name(yacht_name: str, yacht_id: str) -> str:
@@ -35,6 +47,8 @@ def backfill_manifest(yacht_id: str, name: str, tier: str, namespace: str | None
 
 
 def plan(dsn: str, namespace: str | None = None) -> str:
+    if namespace:
+        check_namespace(namespace)
     conn = connect(dsn, application_name="f1backfill-plan")
     try:
         with conn.cursor() as cur:

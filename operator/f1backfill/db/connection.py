@@ -4,6 +4,7 @@ connect, so the pure modules of `db` (queries, figures) load without a driver.""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import psycopg2
@@ -17,10 +18,52 @@ from ..errors import ConfigError, DatabaseUnavailable, SchemaNotReady
 psycopg2.extras.register_uuid()
 
 
-def connect(dsn: str, *, application_name: str = "f1backfill") -> psycopg2.extensions.connection:
-    """A connection with UUIDs adapted both ways; a clear error when the URL is missing."""
+# What a valid DATABASE_URL looks like, for the messages that refuse one.
+URL_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# `user:password@` of a URL, up to its last `@` (a password may hold one): what a message
+# quoting libpq's complaint must not show.
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:).*@")
+
+
+def check_url(dsn: str) -> None:
+    """A ConfigError unless libpq can read `dsn` (DATABASE_URL): a URL that is missing or
+    malformed is a setting to fix, not a database to wait for. The message says what a
+    valid one looks like and never shows the URL's password."""
     if not dsn:
-        raise ConfigError("DATABASE_URL is not set")
+        raise ConfigError(f"DATABASE_URL is not set: expected {URL_EXAMPLE}")
+    scheme = _SCHEME.match(dsn)
+    if scheme and scheme[1].lower() not in ("postgresql", "postgres"):
+        raise ConfigError(f"DATABASE_URL is a {scheme[1]}:// URL, not a PostgreSQL one: "
+                          f"expected {URL_EXAMPLE}")
+    try:
+        parsed = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        raise ConfigError(f"DATABASE_URL is not a valid PostgreSQL URL{_why(dsn, scheme)}: "
+                          f"expected {URL_EXAMPLE}") from None
+    for port in (parsed.get("port") or "").split(","):  # libpq: one port per host
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"DATABASE_URL has port {port!r}, not a number from 1 to 65535: "
+                              f"expected {URL_EXAMPLE}")
+
+
+def _why(dsn: str, scheme: re.Match | None) -> str:
+    """libpq's complaint about a postgresql:// URL, read from a copy without its password.
+    Nothing for other strings: libpq read them as `key=value` pairs and would quote them
+    (a key=value string can hold `password=`)."""
+    if not scheme:
+        return ""
+    try:
+        psycopg2.extensions.parse_dsn(_PASSWORD.sub(r"\1***@", dsn))
+    except psycopg2.ProgrammingError as exc:
+        return f" ({_first_line(exc).removeprefix('invalid dsn: ')})"
+    return " (in its user or password, write a special character as %XX)"
+
+
+def connect(dsn: str, *, application_name: str = "f1backfill") -> psycopg2.extensions.connection:
+    """A connection with UUIDs adapted both ways; a ConfigError when the URL is missing or
+    malformed (`check_url`), DatabaseUnavailable when the server cannot be reached."""
+    check_url(dsn)
     try:
         return psycopg2.connect(dsn, application_name=application_name, connect_timeout=10)
     except psycopg2.OperationalError as exc:
@@ -44,7 +87,16 @@ def translated_errors() -> Iterator[None]:
     except _UNMIGRATED as exc:
         raise SchemaNotReady(f"{_first_line(exc)}: run `f1backfill migrate`") from exc
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise DatabaseUnavailable(f"database: {_first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"database: {_first_line(_original(exc))}") from exc
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The first database error of a chain: a statement on a connection the server closed
+    fails with why, then the rollback on leaving `with conn` with "connection already
+    closed", which alone would hide it."""
+    while isinstance(exc.__context__, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        exc = exc.__context__
+    return exc
 
 
 def _first_line(exc: Exception) -> str:

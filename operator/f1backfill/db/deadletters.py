@@ -14,6 +14,8 @@ from datetime import datetime
 
 from . import query
 
+_BIGINT_MAX = 2**63 - 1
+
 # Retried rows go ahead of the bulk backfill in the yacht's queue: a person asked.
 RETRY_PRIORITY = 10
 
@@ -40,8 +42,10 @@ def _filters(yacht_id: str | None, code: str | None, ids: Sequence[str] | None) 
 def list_dead_letters(conn, *, yacht_id: str | None = None, code: str | None = None,
                       include_resolved: bool = False, limit: int = 1000) -> list[DeadLetter]:
     with conn, conn.cursor() as cur:
+        # A limit past the bigint range is no limit at all (and would not be a bigint).
         cur.execute(query("dlq_list"), {**_filters(yacht_id, code, None),
-                                         "all": include_resolved, "limit": limit})
+                                         "all": include_resolved,
+                                         "limit": min(limit, _BIGINT_MAX)})
         return [DeadLetter(*row) for row in cur.fetchall()]
 
 

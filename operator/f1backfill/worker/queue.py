@@ -1,6 +1,8 @@
 """The yacht's work queue in Postgres: claim, acknowledge, requeue, dead-letter.
 
-One `Queue` per connection (a lane owns one). Every method is one transaction.
+One `Queue` per connection (a lane owns one). Every method is one transaction, and raises
+the package's errors (`translated_errors`): a database that went away is DatabaseUnavailable,
+one never migrated SchemaNotReady.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..db import query
-from ..db.connection import connect
+from ..db.connection import connect, translated_errors
 
 
 @dataclass
@@ -78,7 +80,7 @@ class Queue:
         self.conn.close()
 
     def _run(self, name: str, params: dict, *, fetch: bool = False) -> list[tuple]:
-        with self.conn, self.conn.cursor() as cur:
+        with translated_errors(), self.conn, self.conn.cursor() as cur:
             cur.execute(query(name), {"yacht_id": self.yacht_id, "worker": self.worker,
                                       "lease_seconds": self.lease_seconds, **params})
             return cur.fetchall() if fetch else []
@@ -89,7 +91,7 @@ class Queue:
         """Queue the yacht's rows that need an embedding; returns how many were queued."""
         total = 0
         while True:
-            with self.conn, self.conn.cursor() as cur:
+            with translated_errors(), self.conn, self.conn.cursor() as cur:
                 cur.execute(query("enqueue_pending"), {
                     "yacht_id": self.yacht_id, "skip_types": list(skip_types),
                     "priority": priority, "limit": chunk})
@@ -131,7 +133,7 @@ class Queue:
         still owns are touched: if our lease expired and another worker took a row over, the
         row is theirs now.
         """
-        with self.conn, self.conn.cursor() as cur:
+        with translated_errors(), self.conn, self.conn.cursor() as cur:
             ids = [r.job_id for r, _ in done] + [f.row.job_id for f in failures]
             cur.execute(query("finish_jobs"), {
                 "ids": ids, "worker": self.worker, "status": "done",
@@ -151,7 +153,7 @@ class Queue:
         """Give claimed rows back untouched (shutdown): no attempt is counted."""
         rows = list(rows)
         if rows:
-            with self.conn, self.conn.cursor() as cur:
+            with translated_errors(), self.conn, self.conn.cursor() as cur:
                 self._requeue(cur, [(r, None, None, 0.0) for r in rows])
 
     def _store(self, cur, done: Sequence[tuple[ClaimedRow, np.ndarray]], model: str) -> int:
