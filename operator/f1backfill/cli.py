@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .config import WorkerSettings
 from .constants import ANNOTATION_REPLAY_DEAD_LETTERS, Provider
-from .defaults import VECTOR_DIMENSIONS
+from .defaults import EMBEDDING_DIMENSIONS
 from .errors import BackfillError, ConfigError, InvalidQuery
 from .memory import configure_gc, limit_malloc_arenas
 
@@ -316,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create or upgrade the schema (DATABASE_URL)")
     migrate.add_argument(
         "--dimensions", help="vector length (EMBEDDING_DIMENSIONS)",
-        type=_whole_number(VECTOR_DIMENSIONS.minimum, VECTOR_DIMENSIONS.maximum,
-                           " (pgvector's limit)"))
+        type=_whole_number(EMBEDDING_DIMENSIONS.minimum, EMBEDDING_DIMENSIONS.maximum))
 
     worker = command(sub, "worker", cmd_worker,
                      help="drain one yacht's queue (settings from env)")

@@ -128,7 +128,7 @@ CASES: dict[str, Case] = {
     "plan-namespace": Case(("plan", "--namespace", "Bad_NS!"),
                            ("--namespace", "'Bad_NS!'", "not a namespace name", "lowercase")),
     "migrate-dimensions": Case(("migrate", "--dimensions", "0"),
-                               ("--dimensions", "from 1 to 16000", "'0'")),
+                               ("--dimensions", "from 1 to 4096", "'0'")),
     "no-command": Case((), ("required", "migrate", "dlq")),
     "dlq-no-command": Case(("dlq",), ("required", "{list,retry,abandon}")),
     # The worker's settings.
