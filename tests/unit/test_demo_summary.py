@@ -10,7 +10,7 @@ def _backfill(name, phase, total, done, dlq=0, skip=()):
     return {"metadata": {"name": name},
             "spec": {"skipObjectTypes": list(skip)} if skip else {},
             "status": {"phase": phase, "dlq": {"unresolved": dlq},
-                       "progress": {"total": total, "done": done,
+                       "progress": {"total": total, "done": done, "dlq": dlq,
                                     "percent": round(done * 100 / total, 1)}}}
 
 

@@ -114,7 +114,7 @@ def explain_incomplete(backfills: list[dict[str, Any]]) -> list[str]:
         total, done = progress.get("total") or 0, progress.get("done") or 0
         if status.get("phase") != "Succeeded" or done >= total:
             continue
-        dead = (status.get("dlq") or {}).get("unresolved") or 0
+        dead = progress.get("dlq") or 0  # rows in the dead-letter table, resolved or not
         parts = []
         if dead:
             parts.append(f"{dead} dead letter{'s' if dead != 1 else ''}")
