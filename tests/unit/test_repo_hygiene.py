@@ -1,4 +1,5 @@
-"""The repository as a newcomer meets it: `make help` names every target."""
+"""The repository as a newcomer meets it: `make help` names every target, and .gitignore
+ignores nothing that is tracked."""
 
 from __future__ import annotations
 
@@ -30,3 +31,11 @@ def test_make_help_lists_every_target_with_one_line() -> None:
     assert set(listed) == phony
     assert {"demo", "test", "help"} <= set(listed)
 
+
+def test_gitignore_ignores_no_tracked_file() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "", f"tracked yet ignored:\n{result.stdout}"
