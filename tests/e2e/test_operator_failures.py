@@ -51,7 +51,9 @@ def test_an_unmigrated_database_stalls_every_backfill_until_it_is_migrated(pg_se
         # Its yacht has no rows: nothing to do, which for mode Once is done.
         assert stack.status("aurora")["phase"] == "Succeeded"
         assert condition(stack, "aurora", "Complete")["reason"] == "NoRows"
-        assert "reconciliation recovered" in stack.operator_output()
+        # Logged once the tick that cleared it is over, after the status write.
+        wait_for(lambda: "reconciliation recovered" in stack.operator_output(), 10,
+                 message=stack.operator_output)
 
 
 def test_a_database_that_is_away_is_retried_with_backoff_one_line_each(pg_server, tmp_path):
