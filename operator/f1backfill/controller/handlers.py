@@ -21,7 +21,7 @@ from .runtime import Runtime, configure_kopf
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     configure_kopf(settings, runtime)
-    runtime.start_background()
+    runtime.start_background(settings)
 
 
 @kopf.on.cleanup()

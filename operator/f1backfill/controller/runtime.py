@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 from dataclasses import dataclass, field
 
@@ -57,7 +58,9 @@ class Runtime:
     priority: int
     metrics: OperatorMetrics
     _task: asyncio.Task | None = None
+    _signals: asyncio.Task | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    _kopf_settings: kopf.OperatorSettings | None = None
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -74,16 +77,62 @@ class Runtime:
         reconciler.watch(kube, settings.namespaces)
         return cls(settings, reconciler, identity, priority, metrics)
 
-    def start_background(self) -> None:
+    def start_background(self, kopf_settings: kopf.OperatorSettings | None = None) -> None:
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, registry=self.metrics.registry)
+        self._kopf_settings = kopf_settings
         self._stopped = asyncio.Event()
         self._task = asyncio.create_task(self.reconciler.run(self._stopped), name="reconciler")
+        self._signals = asyncio.create_task(self._hear_signals(), name="stop on signals")
 
-    async def stop_background(self) -> None:
+    def begin_stop(self) -> None:
+        """The process is asked to stop (SIGTERM, SIGINT): the reconciler and its informers
+        stop now, not when kopf's cleanup comes after its own tasks. While a release is
+        uninstalled, helm deletes the peering object and the RBAC around the terminating
+        pod: whatever still asks the API server is refused, so nothing of ours asks any
+        more, and kopf's last keep-alive into a peering object that is gone is tried once
+        and reported as a debug line (its entry would expire by itself)."""
+        if self._stopped.is_set():
+            return
+        log.info("stopping: the reconciler and the informers stop now")
         self._stopped.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        if self._kopf_settings is not None:
+            self._kopf_settings.networking.error_backoffs = ()  # one attempt, no retries
+        logging.getLogger("kopf._core.engines.peering").addFilter(_as_debug)
+
+    async def _hear_signals(self) -> None:
+        """Chain a handler of ours to kopf's for SIGTERM and SIGINT. kopf's goes through
+        asyncio's wake-up fd, which a Python-level handler installed afterwards does not
+        replace; so once kopf's is in place, ours is added and both are told."""
+        loop = asyncio.get_running_loop()
+        for _ in range(100):  # kopf installs its handlers as its tasks start
+            if all(signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler)
+                   for sig in STOP_SIGNALS):
+                break
+            await asyncio.sleep(0.05)
+        else:  # not the main thread, or kopf handles no signals: its cleanup stops us
+            return
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.begin_stop))
+
+    async def stop_background(self) -> None:
+        self.begin_stop()
+        for task in (self._task, self._signals):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await asyncio.to_thread(self.reconciler.db.close)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _as_debug(record: logging.LogRecord) -> bool:
+    """A log filter: the record as a DEBUG one, without its traceback; kept only where
+    DEBUG is logged."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    record.exc_info, record.exc_text = None, None
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -65,6 +65,9 @@ class Handler:
         # (bearer token, method, path?query) of every request once `KubeAPI.record_requests`
         # is called: what one client did, for the chart's RBAC test. Off by default.
         self.request_log: list[tuple[str, str, str]] | None = None
+        # Once set (`KubeAPI.forbid_all`), every request is refused as RBAC would refuse it:
+        # what a pod sees while its release is uninstalled and its Role deleted.
+        self.forbidden: str | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.store.request_counts[request.method] += 1
@@ -72,6 +75,9 @@ class Handler:
             auth = request.headers.get("Authorization", "")
             token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
             self.request_log.append((token, request.method, request.path_qs))
+        if self.forbidden is not None:
+            return _respond(ApiError(403, f"{self.forbidden}: {request.method} {request.path} "
+                                          "is forbidden").status(), 403)
         try:
             return await self._route(request)
         except ApiError as error:
@@ -812,6 +818,15 @@ class KubeAPI:
 
     def request_counts(self) -> dict[str, int]:
         return self._call(lambda: dict(self.store.request_counts))
+
+    def forbid_all(self, who: str = 'User "system:serviceaccount:f1backfill"') -> None:
+        """Refuse every request from now on with 403 Forbidden, as the real server does once
+        a client's RBAC is deleted (watches already open go on)."""
+
+        def run() -> None:
+            self._handler.forbidden = who
+
+        self._call(run)
 
     def record_requests(self) -> None:
         """Keep every request from now on (see `requests`); the emulator checks no token."""
