@@ -50,6 +50,9 @@ def _setup_logging(level: str) -> None:
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         handlers=[handler])
+    # The Kubernetes client's connection pool warns once per retry of each request (three
+    # per request); the caller's own line says the request failed and when it tries again.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _check_database_url(url: str) -> None:

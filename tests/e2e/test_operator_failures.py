@@ -5,13 +5,15 @@ attempt, and reported nowhere else."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 import uuid
 
 from f1backfill.db.migrate import migrate
 from f1sandbox.localdb import free_port
-from tests.support.stack import backfill, running_stack
+from tests.support.stack import WORKER, backfill, running_stack
 from tests.support.waiting import wait_for
 
 
@@ -72,3 +74,29 @@ def test_a_database_that_is_away_is_retried_with_backoff_one_line_each(pg_server
         assert "Traceback" not in output
         assert "DatabaseUnavailable" not in str(stack.status("aurora"))  # not a condition
         assert condition(stack, "aurora", "Stalled") is None
+
+
+def test_an_unreachable_api_server_is_retried_one_line_each_without_tracebacks(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: gone, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: gone, user: u}}]\ncurrent-context: c\n")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+           "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+           "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0", "LOG_LEVEL": "INFO"}
+    operator = subprocess.Popen([WORKER, "operator"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(12)
+    finally:
+        operator.terminate()
+        output, _ = operator.communicate(timeout=30)
+    assert "Traceback" not in output
+    assert "urllib3" not in output  # the client's per-retry warnings add nothing
+    informer = re.findall(r"watching YachtBackfills in all namespaces failed \(.*\); "
+                          r"again in ([0-9.]+)s", output)
+    assert len(informer) >= 3 and [float(w) for w in informer] == sorted(map(float, informer))
+    assert float(informer[-1]) > float(informer[0])  # backing off, not hammering
+    assert len(output.splitlines()) < 60, output
