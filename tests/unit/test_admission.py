@@ -36,11 +36,11 @@ Y1, Y2, Y3 = yacht_id(1), yacht_id(2), yacht_id(3)
 
 def run(backfills: Sequence[ObservedBackfill], jobs: Sequence[ObservedJob] = (),
         work: Mapping[str, int] | None = None, *, max_concurrent_jobs: int = 1,
-        job_retries: int = 1) -> Decision:
+        job_retries: int = 1, **options: Any) -> Decision:
     if work is None:  # every yacht has something to do
         work = {b.spec.yacht_id: 100 for b in backfills if b.spec is not None}
     return decide(backfills, jobs, work, max_concurrent_jobs=max_concurrent_jobs,
-                  job_retries=job_retries)
+                  job_retries=job_retries, **options)
 
 
 def admitted(decision: Decision) -> list[str]:
@@ -427,7 +427,7 @@ def test_a_continuous_backfill_without_work_is_pending_and_not_admitted(
 
 def test_a_once_backfill_of_a_yacht_without_rows_is_complete_at_once() -> None:
     b = backfill(spec={"mode": "Once"})
-    decision = decide([b], [], {}, max_concurrent_jobs=1, job_retries=1, rows={})
+    decision = run([b], work={}, rows={})
     verdict = decision.verdicts[b.uid]
     assert decision.admit == []
     assert (verdict.phase, verdict.reason) == (Phase.SUCCEEDED, "NoRows")
@@ -435,8 +435,7 @@ def test_a_once_backfill_of_a_yacht_without_rows_is_complete_at_once() -> None:
 
 def test_a_once_backfill_whose_rows_are_all_embedded_already_is_complete() -> None:
     b = backfill(spec={"mode": "Once"})
-    decision = decide([b], [], {Y1: 0}, max_concurrent_jobs=1, job_retries=1,
-                      rows={Y1: 250})
+    decision = run([b], work={Y1: 0}, rows={Y1: 250})
     verdict = decision.verdicts[b.uid]
     assert decision.admit == []
     assert (verdict.phase, verdict.reason) == (Phase.SUCCEEDED, "QueueDrained")
@@ -444,8 +443,7 @@ def test_a_once_backfill_whose_rows_are_all_embedded_already_is_complete() -> No
 
 def test_rows_that_come_after_an_empty_once_backfill_completed_are_not_its_work() -> None:
     b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "observedGeneration": 1})
-    decision = decide([b], [], {Y1: 40}, max_concurrent_jobs=1, job_retries=1,
-                      rows={Y1: 40})
+    decision = run([b], work={Y1: 40}, rows={Y1: 40})
     assert decision.admit == []
     assert decision.verdicts[b.uid].phase is Phase.SUCCEEDED
 
@@ -517,12 +515,17 @@ def test_a_completed_job_with_work_left_is_requeued(mode: str) -> None:
     assert admitted(run([b], [job_of(b, 1, JobState.SUCCEEDED)], work={Y1: 40})) == [b.name]
 
 
+def succeeded_once(job_kept: bool) -> tuple[ObservedBackfill, list[ObservedJob]]:
+    """A mode-Once backfill its first Job completed, and that Job unless it expired."""
+    b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "admissions": 1,
+                                                "observedGeneration": 1})
+    return b, [job_of(b, 1, JobState.SUCCEEDED)] if job_kept else []
+
+
 @pytest.mark.parametrize("job_kept", [True, False], ids=["job-kept", "job-expired"])
 def test_a_succeeded_once_backfill_stays_succeeded_when_new_work_arrives(
         job_kept: bool) -> None:
-    b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "admissions": 1,
-                                                "observedGeneration": 1})
-    jobs = [job_of(b, 1, JobState.SUCCEEDED)] if job_kept else []
+    b, jobs = succeeded_once(job_kept)
     decision = run([b], jobs, work={Y1: 250})
     assert decision.admit == []
     assert decision.verdicts[b.uid].phase is Phase.SUCCEEDED
@@ -533,14 +536,10 @@ def test_a_succeeded_once_backfill_stays_succeeded_when_new_work_arrives(
 def test_a_succeeded_once_backfill_asked_to_run_again_is_admitted_for_its_new_work(
         job_kept: bool) -> None:
     # Its dead letters were replayed, or drift.autoRequeue re-queued its stale rows.
-    b = backfill(spec={"mode": "Once"}, status={"phase": "Succeeded", "admissions": 1,
-                                                "observedGeneration": 1})
-    jobs = [job_of(b, 1, JobState.SUCCEEDED)] if job_kept else []
-    decision = decide([b], jobs, {Y1: 3}, max_concurrent_jobs=1, job_retries=1,
-                      rerun={b.uid})
+    b, jobs = succeeded_once(job_kept)
+    decision = run([b], jobs, work={Y1: 3}, rerun={b.uid})
     assert decision.admit == [(b, 2)]
-    nothing = decide([b], jobs, {Y1: 0}, max_concurrent_jobs=1, job_retries=1,
-                     rerun={b.uid})
+    nothing = run([b], jobs, work={Y1: 0}, rerun={b.uid})
     assert nothing.admit == [] and nothing.verdicts[b.uid].phase is not Phase.QUEUED
 
 
