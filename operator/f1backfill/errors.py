@@ -82,6 +82,20 @@ class KubeRefused(PermanentError):
         self.status = status
 
 
+class CacheUnavailable(TransientError):
+    """Redis cannot be reached: the search is served uncached, a generation bump skipped."""
+
+
+class Unauthorized(PermanentError):
+    """A request's bearer token is missing, malformed, unverifiable or expired. The message
+    is short and safe to return: it never says which check failed."""
+
+
+class EmbeddingMismatch(PermanentError):
+    """A search would compare vectors of different models or lengths: the query is embedded
+    with a provider, model or dimensions other than the yacht's rows were."""
+
+
 class WatchFailed(TransientError):
     """A watch stream ended with an error event other than 410 Gone."""
 
