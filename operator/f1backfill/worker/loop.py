@@ -221,7 +221,7 @@ class Worker:
         try:
             outcome = embedder.embed(rows)
             embedded = queue.complete(outcome.done, outcome.failures, outcome.retries,
-                                      self.settings.model)
+                                      self.settings.model, provider=self.settings.provider)
             settled = True
         finally:
             if not settled:

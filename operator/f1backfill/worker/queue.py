@@ -125,7 +125,8 @@ class Queue:
         return [ClaimedRow(*row) for row in rows]
 
     def complete(self, done: Sequence[tuple[ClaimedRow, np.ndarray]], failures: Sequence[Failure],
-                 retries: Sequence[tuple[Failure, float]], model: str) -> int:
+                 retries: Sequence[tuple[Failure, float]], model: str, *, provider: str
+                 ) -> int:
         """Write a batch's outcome in one transaction; returns rows embedded.
 
         `done` rows get their vectors, `failures` go to the dead-letter table, `retries` go
@@ -140,7 +141,7 @@ class Queue:
                 "error_code": None, "error": None})
             owned = {row[0] for row in cur.fetchall()}
             done = [(r, v) for r, v in done if r.job_id in owned]
-            embedded = self._store(cur, done, model) if done else 0
+            embedded = self._store(cur, done, model, provider) if done else 0
             failures = [f for f in failures if f.row.job_id in owned]
             if failures:
                 self._dead_letter(cur, failures)
@@ -156,7 +157,8 @@ class Queue:
             with translated_errors(), self.conn, self.conn.cursor() as cur:
                 self._requeue(cur, [(r, None, None, 0.0) for r in rows])
 
-    def _store(self, cur, done: Sequence[tuple[ClaimedRow, np.ndarray]], model: str) -> int:
+    def _store(self, cur, done: Sequence[tuple[ClaimedRow, np.ndarray]], model: str,
+               provider: str) -> int:
         """Vectors for rows whose text is still the text embedded; returns how many.
 
         A row whose text changed meanwhile goes back to pending; a stored row's open dead
@@ -166,7 +168,7 @@ class Queue:
             # IF NOT EXISTS: cheap, and right even after a rolled-back creation.
             cur.execute(query("vectors_table"))
         cur.copy_expert(query("copy_vectors"), io.BytesIO(copy_vectors_payload(done)))
-        cur.execute(query("store_embeddings"), {"model": model})
+        cur.execute(query("store_embeddings"), {"model": model, "provider": provider})
         stored = cur.fetchall()
         if len(stored) < len(done):
             cur.execute(query("release_stale_text"), _keys((r for r, _ in done), hashes=True))
