@@ -91,6 +91,11 @@ class Unauthorized(PermanentError):
     is short and safe to return: it never says which check failed."""
 
 
+class NotFound(PermanentError):
+    """What a request names is not there, or not the caller's: a clicked object that is not
+    a row of the caller's yacht, for one. Nothing is written."""
+
+
 class EmbeddingMismatch(PermanentError):
     """A search would compare vectors of different models or lengths: the query is embedded
     with a provider, model or dimensions other than the yacht's rows were."""

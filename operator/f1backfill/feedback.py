@@ -24,12 +24,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import psycopg2.errors
-
 from .config import FeedbackSettings
 from .db import query
 from .db.connection import connect
-from .errors import BackfillError
+from .errors import BackfillError, NotFound
 from .querytext import contains_term, normalize_query
 
 log = logging.getLogger(__name__)
@@ -71,24 +69,24 @@ def record_click(conn, *, org_id: str, yacht_id: str, user_id: str, query_text: 
                  search_timestamp: datetime | None = None, dwell_time_ms: int | None = None,
                  was_successful: bool | None = None, max_query_chars: int = 200) -> uuid.UUID:
     """Store one click. The query is normalised (and refused if it holds control
-    characters) before anything is written; the clicked object must exist (foreign key)."""
+    characters) before anything is written; the clicked object must be a row of the
+    click's yacht (`NotFound` otherwise, and nothing is written)."""
     normalized = normalize_query(query_text, max_query_chars)
     if position is not None and position < 1:
         raise BackfillError("click position is 1-based: the top result is 1")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query("record_click"), {
-                "org_id": org_id, "yacht_id": yacht_id, "user_id": user_id,
-                "search_id": search_id, "query_text": query_text[:10_000],
-                "query_normalized": normalized, "object_type": object_type,
-                "object_id": object_id, "position": position, "clicked_at": clicked_at,
-                "search_timestamp": search_timestamp, "dwell_time_ms": dwell_time_ms,
-                "was_successful": was_successful})
-            return cur.fetchone()[0]
-    except psycopg2.errors.ForeignKeyViolation:
-        raise BackfillError(
-            f"no search_index row {object_type}/{object_id}: a click must name an indexed "
-            "object") from None
+    with conn, conn.cursor() as cur:
+        cur.execute(query("record_click"), {
+            "org_id": org_id, "yacht_id": yacht_id, "user_id": user_id,
+            "search_id": search_id, "query_text": query_text[:10_000],
+            "query_normalized": normalized, "object_type": object_type,
+            "object_id": object_id, "position": position, "clicked_at": clicked_at,
+            "search_timestamp": search_timestamp, "dwell_time_ms": dwell_time_ms,
+            "was_successful": was_successful})
+        row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no search_index row {object_type}/{object_id} in yacht {yacht_id}: "
+                       "a click must name an indexed object of its yacht")
+    return row[0]
 
 
 def learn(settings: FeedbackSettings, *, yacht_id: str | None = None,

@@ -11,7 +11,7 @@ import pytest
 
 from f1backfill.cli import main
 from f1backfill.config import FeedbackSettings, WorkerSettings
-from f1backfill.errors import BackfillError
+from f1backfill.errors import BackfillError, NotFound
 from f1backfill.feedback import learn, record_click
 from f1backfill.worker.loop import Worker
 from f1sandbox.fake_openai import FakeOpenAI
@@ -146,8 +146,19 @@ def test_nul_and_control_characters_are_refused_and_never_stored(db, racor):
 
 def test_a_click_on_an_unknown_object_is_refused_clearly(db, racor):
     yacht, _ = racor
-    with pytest.raises(BackfillError, match="no search_index row"):
+    with pytest.raises(NotFound, match="no search_index row"):
         clicks(db, yacht, ("document", uuid.uuid4()), "manual", [1])
+
+
+def test_a_click_on_another_yachts_object_is_refused_and_nothing_is_written(db, racor):
+    yacht, _ = racor
+    other = add_yacht(db, "Other")
+    (key,) = add_rows(db, other.id, 1, texts=["racor fuel filter"])
+    with pytest.raises(NotFound, match=f"in yacht {yacht.id}"):
+        clicks(db, yacht, key, "racor", [1])
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM search_click_events")
+        assert cur.fetchone()[0] == 0
 
 
 def test_clicks_on_an_object_deleted_since_are_ignored(db, database_url, racor):

@@ -325,15 +325,19 @@ FROM (SELECT object_id,
 WHERE object_id = %(object_id)s;
 
 -- name: record_click
--- A click from the search front end; the query arrives normalised (querytext.py).
+-- A click from the search front end; the query arrives normalised (querytext.py). Written
+-- only when the clicked object is a row of the click's yacht: no row returned otherwise.
 INSERT INTO search_click_events (
     org_id, yacht_id, user_id, search_id, query_text, query_normalized,
     clicked_object_type, clicked_object_id, click_position, search_timestamp,
     click_timestamp, dwell_time_ms, was_successful)
-VALUES (%(org_id)s, %(yacht_id)s, %(user_id)s, %(search_id)s, %(query_text)s,
-        %(query_normalized)s, %(object_type)s, %(object_id)s, %(position)s,
-        %(search_timestamp)s, COALESCE(%(clicked_at)s, now()), %(dwell_time_ms)s,
-        %(was_successful)s)
+SELECT %(org_id)s, %(yacht_id)s, %(user_id)s, %(search_id)s, %(query_text)s,
+       %(query_normalized)s, %(object_type)s, %(object_id)s, %(position)s,
+       %(search_timestamp)s, COALESCE(%(clicked_at)s, now()), %(dwell_time_ms)s,
+       %(was_successful)s
+WHERE EXISTS (SELECT 1 FROM search_index
+              WHERE object_type = %(object_type)s AND object_id = %(object_id)s
+                AND yacht_id = %(yacht_id)s)
 RETURNING id;
 
 -- name: feedback_candidates
