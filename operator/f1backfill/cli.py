@@ -3,6 +3,7 @@
 migrate   create or upgrade the database schema (idempotent, safe concurrently)
 worker    drain one yacht's queue into pgvector (what a YachtBackfill Job runs)
 operator  admit YachtBackfills in priority order, one Job at a time (kopf)
+serve     the search API: search, click ingestion, the login pre-warm (FastAPI)
 plan      print a YachtBackfill for every active yacht, for `kubectl apply -f -`
 feedback  learn query terms from search clicks (`learn`), record a click (`record`)
 dlq       list, retry or abandon dead letters
@@ -139,6 +140,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
         liveness_endpoint=(f"http://0.0.0.0:{settings.health_port}/healthz"
                            if settings.health_port else None),
     )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import ServeSettings
+    from .frontdoor.server import serve
+
+    settings = ServeSettings.from_env()
+    _check_database_url(settings.database_url)
+    _setup_logging(settings.log_level)
+    logging.getLogger("f1backfill.serve").info(
+        "serving on %s:%d with %s", args.host, args.port, settings.redacted())
+    serve(settings, host=args.host, port=args.port)
     return 0
 
 
@@ -335,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--port", type=int, help="/health and /metrics port (PROMETHEUS_PORT)")
 
     command(sub, "operator", cmd_operator, help="run the kopf operator (settings from env)")
+
+    serve_cmd = command(sub, "serve", cmd_serve,
+                        help="the search API: search, clicks, login pre-warm (settings from env)")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_cmd.add_argument("--port", type=_whole_number(1, 65535), default=8000,
+                           help="port to listen on")
 
     plan = command(sub, "plan", cmd_plan,
                    help="print a YachtBackfill per active yacht (kubectl apply)")

@@ -91,6 +91,10 @@ class Unauthorized(PermanentError):
     is short and safe to return: it never says which check failed."""
 
 
+class Forbidden(PermanentError):
+    """The caller is who it says but may not do this: a role the search may not serve."""
+
+
 class NotFound(PermanentError):
     """What a request names is not there, or not the caller's: a clicked object that is not
     a row of the caller's yacht, for one. Nothing is written."""

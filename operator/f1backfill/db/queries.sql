@@ -455,3 +455,44 @@ SELECT y.id, y.name, y.tier
 FROM yachts y
 WHERE y.status = 'active'
 ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, y.name, y.id;
+
+-- name: search_signatures
+-- The embeddings a yacht's rows carry (provider, model, length) and how many rows each:
+-- a query must be embedded as they were.
+SELECT embedding_provider, embedding_model, vector_dims(embedding), count(*)
+FROM search_index
+WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+GROUP BY 1, 2, 3;
+
+-- name: search_nearest
+-- The yacht's embedded rows nearest the query vector (cosine distance), of the types the
+-- caller's role may see (NULL: every type), embedded as the query was. An exact scan of
+-- one yacht's rows: the yacht filter comes first, so recall is complete.
+SELECT object_type, object_id, 1 - (embedding <=> %(vector)s::vector) AS score,
+       left(search_text, %(snippet_chars)s)
+FROM search_index
+WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+  AND (%(object_types)s::text[] IS NULL OR object_type = ANY (%(object_types)s::text[]))
+  AND embedding_model = %(model)s
+  AND (embedding_provider = %(provider)s OR embedding_provider IS NULL)
+  AND vector_dims(embedding) = %(dimensions)s
+ORDER BY embedding <=> %(vector)s::vector, object_type, object_id
+LIMIT %(limit)s;
+
+-- name: search_recent
+-- An empty query: the yacht's most recently updated embedded rows (no score).
+SELECT object_type, object_id, NULL::float8, left(search_text, %(snippet_chars)s)
+FROM search_index
+WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+  AND (%(object_types)s::text[] IS NULL OR object_type = ANY (%(object_types)s::text[]))
+ORDER BY updated_at DESC, object_type, object_id
+LIMIT %(limit)s;
+
+-- name: top_queries
+-- A yacht's most clicked queries of the last days: what a login pre-warms.
+SELECT query_normalized
+FROM search_click_events
+WHERE yacht_id = %(yacht_id)s AND click_timestamp > now() - make_interval(days => %(days)s)
+GROUP BY query_normalized
+ORDER BY count(*) DESC, query_normalized
+LIMIT %(limit)s;
