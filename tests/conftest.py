@@ -1,5 +1,6 @@
 """Shared fixtures: a throwaway PostgreSQL 18 + pgvector for the session, a fresh database
-per test (cloned from a migrated template, so each test owns its data); and kubectl."""
+per test (cloned from a migrated template, so each test owns its data); kubectl; and a JWKS
+endpoint of a test's own (`jwks_server`, tests/support/tokens.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from f1backfill.db.migrate import migrate
 from f1sandbox.localdb import LocalPostgres
+from tests.support.tokens import jwks_server  # noqa: F401  (a fixture, found by name)
 
 _counter = itertools.count()
 
