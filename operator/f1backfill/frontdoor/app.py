@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +38,7 @@ from .auth import Claims, TokenVerifier
 from .cache import SearchCache, search_key
 from .metrics import FrontDoorMetrics
 from .prewarm import RECENT_DAYS, login_queries, prewarm
-from .search import SearchIndex, Searcher, click_kwargs
+from .search import Searcher, SearchIndex, click_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from .app import FrontDoor, create_app
 from .auth import AuthSettings, TokenVerifier
 from .cache import SearchCache
 from .metrics import FrontDoorMetrics
-from .search import SearchIndex, Searcher, Signature
+from .search import Searcher, SearchIndex, Signature
 
 log = logging.getLogger(__name__)
 
