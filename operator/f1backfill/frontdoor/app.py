@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -79,6 +80,13 @@ class FrontDoor:
         if claims.role not in self.roles:
             raise Forbidden(f"role {claims.role!r} may not search")
         return self.roles[claims.role]
+
+    def check_clickable(self, claims: Claims, object_type: str, object_id: uuid.UUID) -> None:
+        """A click is recorded only on a row the user's role could have been shown."""
+        types = self.object_types(claims)
+        if types is not None and object_type not in types:
+            raise NotFound(f"no search_index row {object_type}/{object_id} that role "
+                           f"{claims.role!r} can find in yacht {claims.yacht_id}")
 
     async def search(self, claims: Claims, normalized: str, limit: int
                      ) -> tuple[list[dict[str, Any]], bool]:
@@ -188,6 +196,7 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
             raise RequestValidationError(
                 [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
             ) from None
+        door.check_clickable(claims, click.clicked_object_type, click.clicked_object_id)
         try:
             click_id = await run_in_threadpool(door.index.record_click, **click_kwargs(
                 claims=claims, body=click, max_query_chars=settings.max_query_chars))
@@ -204,6 +213,18 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
         door.background.add(task)
         task.add_done_callback(door.background.discard)
         return JSONResponse({"prewarm": "started"}, status_code=202)
+
+    page = _page_files()
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return page["index.html"].response()
+
+    @app.get("/page/{name}", include_in_schema=False)
+    async def page_file(name: str) -> Response:
+        if name not in page or name == "index.html":
+            raise NotFound(f"no page file {name!r}")
+        return page[name].response()
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -223,6 +244,38 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
         return Response(generate_latest(door.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+# The page loads nothing but its own files, and no other site may frame it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+PAGE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+              ".css": "text/css; charset=utf-8"}
+
+
+@dataclass(frozen=True, slots=True)
+class _PageFile:
+    content: bytes
+    media_type: str
+
+    def response(self) -> Response:
+        return Response(self.content, media_type=self.media_type, headers=PAGE_HEADERS)
+
+
+def _page_files() -> dict[str, _PageFile]:
+    """The search page's files (the package's `page/`), read once."""
+    files = {}
+    for item in resources.files(__package__).joinpath("page").iterdir():
+        suffix = "." + item.name.rpartition(".")[2]
+        if suffix in PAGE_TYPES:
+            files[item.name] = _PageFile(item.read_bytes(), PAGE_TYPES[suffix])
+    return files
 
 
 async def _events(body: dict[str, Any]) -> AsyncIterator[bytes]:
