@@ -203,6 +203,9 @@ class OperatorSettings(_Settings):
         "WORKER_OPENAI_SECRET", "Secret (in each CR's namespace) holding OPENAI_API_KEY"))
     openai_secret_key: str = field(default="OPENAI_API_KEY", metadata=_meta(
         "WORKER_OPENAI_SECRET_KEY", "key of that Secret"))
+    redis_url: str = field(default="", metadata=_meta(
+        "REDIS_URL", "Redis of the search cache: a finished Job bumps its yacht's "
+        "generation; empty = no bump; from a Secret", secret=True))
     worker_log_level: str = field(default="INFO", metadata=_meta(
         "WORKER_LOG_LEVEL", "LOG_LEVEL of the workers"))
     job_backoff_limit: int = field(default=2, metadata=_meta(
@@ -237,6 +240,7 @@ class OperatorSettings(_Settings):
     def validate(self) -> None:
         super().validate()
         _check_provider("DEFAULT_EMBEDDING_PROVIDER", self.default_provider)
+        _check_redis_url("REDIS_URL", self.redis_url)
         if self.dlq_critical < self.dlq_warning:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:

@@ -233,6 +233,28 @@ def test_openai_provider_reads_the_key_secret_and_base_url():
     assert "OPENAI_API_KEY" not in env  # the operator never holds the key; workers do
 
 
+def test_no_redis_by_default():
+    assert operator_env(render())["REDIS_URL"] == ""
+
+
+def test_the_redis_secret_reaches_the_operator():
+    values = {"redis": {"existingSecret": "search-cache", "key": "url"}}
+    assert operator_env(render(values))["REDIS_URL"] == env_from("search-cache", "url")
+
+
+def test_redis_needs_no_rbac():
+    # The kubelet reads a pod's Secrets, not the operator: its roles stay as they are.
+    def roles(objects: list[dict]) -> list[dict]:
+        return [o for o in objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding",
+                                                    "ClusterRoleBinding")]
+
+    for values in ({}, {"watchNamespaces": ["fleet-a"]}):
+        plain = render(values)
+        with_redis = render({**values, "redis": {"existingSecret": "search-cache"}})
+        assert roles(with_redis) == roles(plain)
+        assert "secrets" not in json.dumps(roles(with_redis))
+
+
 # --- peering ---------------------------------------------------------------------------------
 
 

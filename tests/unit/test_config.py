@@ -66,7 +66,7 @@ def test_redacted_hides_secrets():
     assert settings.redacted()["database_url"] == "<set>"
 
 
-@pytest.mark.parametrize("cls", ["WorkerSettings"])
+@pytest.mark.parametrize("cls", ["WorkerSettings", "OperatorSettings"])
 def test_redis_url_is_a_secret_redis_url_and_optional(cls):
     import f1backfill.config as config
 
