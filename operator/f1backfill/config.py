@@ -206,6 +206,11 @@ class OperatorSettings(_Settings):
     redis_url: str = field(default="", metadata=_meta(
         "REDIS_URL", "Redis of the search cache: a finished Job bumps its yacht's "
         "generation; empty = no bump; from a Secret", secret=True))
+    redis_secret_name: str = field(default="", metadata=_meta(
+        "WORKER_REDIS_SECRET", "Secret (in each CR's namespace) holding the workers' "
+        "REDIS_URL; empty = workers bump nothing"))
+    redis_secret_key: str = field(default="REDIS_URL", metadata=_meta(
+        "WORKER_REDIS_SECRET_KEY", "key of that Secret"))
     worker_log_level: str = field(default="INFO", metadata=_meta(
         "WORKER_LOG_LEVEL", "LOG_LEVEL of the workers"))
     job_backoff_limit: int = field(default=2, metadata=_meta(

@@ -1,4 +1,5 @@
-"""The search cache's per-yacht generations, end to end: the operator bumps once when a Job
+"""The search cache's per-yacht generations, end to end: the workers bump after each batch
+(REDIS_URL from the Secret the operator names in the Job), the operator once when a Job
 ends, never again on later ticks or after a restart; a Redis that is away costs a count
 and one log line, never a backfill."""
 
@@ -8,7 +9,7 @@ import socket
 import urllib.request
 
 from tests.support.fleet import add_rows, add_yacht, status_counts
-from tests.support.stack import backfill, running_stack
+from tests.support.stack import REDIS_SECRET, backfill, running_stack
 from tests.support.waiting import wait_for
 
 
@@ -22,8 +23,29 @@ def succeeded(stack, name: str) -> bool:
     return stack.phases().get(name) == "Succeeded"
 
 
+def test_workers_bump_per_batch_and_the_operator_once_per_job(stack, stack_db, monkeypatch):
+    # One lane: claims of 10 rows each (concurrent lanes may split the last ones).
+    monkeypatch.setenv("MAX_IN_FLIGHT", "1")  # the job runner passes its environment on
+    yacht = add_yacht(stack_db, "Cached", "premium")
+    add_rows(stack_db, yacht.id, 30, max_chars=400)
+    stack.apply(backfill("cached", yacht.id, batchSize=10, batchSleepSeconds=0))
+    stack.start_runner()
+    stack.start_operator()
+    wait_for(lambda: succeeded(stack, "cached"), timeout=60,
+             message=lambda: f"{stack.phases()}\n{stack.operator_output()[-2000:]}")
+    (job,) = stack.jobs()
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"] == {"name": "REDIS_URL", "valueFrom": {
+        "secretKeyRef": {"name": REDIS_SECRET, "key": "REDIS_URL"}}}
+    assert status_counts(stack_db, yacht.id) == {"embedded": 30}
+    # Three batches of 10 (the worker), then the Job's end (the operator).
+    assert stack.generation(yacht.id) == 3 + 1
+
+
 def test_a_jobs_end_bumps_once_across_ticks_and_restarts(pg_server, redis_url, tmp_path):
-    with running_stack(pg_server, tmp_path, redis_url=redis_url) as stack:
+    # Workers without Redis: every bump seen here is the operator's.
+    with running_stack(pg_server, tmp_path, redis_url=redis_url,
+                       WORKER_REDIS_SECRET="") as stack:
         import psycopg2
 
         db = psycopg2.connect(stack.database_url)

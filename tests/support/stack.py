@@ -1,7 +1,7 @@
 """The whole product on one machine: emulated Kubernetes API, embedded Postgres, the fake
 OpenAI server, the operator process, and a job runner that runs each Job's worker as a
-local process; with a Redis URL, the operator bumps the yachts' cache generations there.
-Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
+local process; with a Redis URL, the operator and the workers bump the yachts' cache
+generations there. Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from f1sandbox.kubeapi import KubeAPI
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
 WORKER = str(Path(sys.executable).with_name("f1backfill"))
+REDIS_SECRET = "f1backfill-redis"  # the workers' REDIS_URL, in the backfills' namespace
 
 
 def backfill(name: str, yacht_id: Any, *, namespace: str = "fleet", **spec: Any) -> dict:
@@ -70,6 +71,7 @@ class Stack:
             "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0",
             "JOB_TTL_SECONDS_AFTER_FINISHED": "3600", "LOG_LEVEL": "INFO",
             "REDIS_URL": self.redis_url,
+            "WORKER_REDIS_SECRET": REDIS_SECRET if self.redis_url else "",
             **self.operator_env, **env}
         with open(self.operator_log, "w") as log:
             process = subprocess.Popen(
@@ -161,6 +163,10 @@ def running_stack(pg_server, tmp_path: Path, *, fake: FakeOpenAI | None = None,
         api.apply({"apiVersion": "v1", "kind": "Secret",
                    "metadata": {"name": "f1backfill-openai", "namespace": "fleet"},
                    "stringData": {"OPENAI_API_KEY": "sk-e2e"}})
+        if redis_url:
+            api.apply({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": REDIS_SECRET, "namespace": "fleet"},
+                       "stringData": {"REDIS_URL": redis_url}})
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         stack = Stack(api, database_url, fake, tmp_path, kubeconfig, redis_url=redis_url,
                       operator_env=dict(operator_env))
