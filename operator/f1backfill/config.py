@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from .constants import Provider
 from .defaults import (
@@ -114,6 +115,9 @@ class WorkerSettings(_Settings):
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
     worker_name: str = field(default="", metadata=_meta(
         "WORKER_NAME", "identifies this worker's claims; default host-pid"))
+    redis_url: str = field(default="", metadata=_meta(
+        "REDIS_URL", "Redis of the search cache, whose yacht generation each batch bumps; "
+        "empty = no bump; from a Secret", secret=True))
 
     def validate(self) -> None:
         super().validate()
@@ -123,6 +127,7 @@ class WorkerSettings(_Settings):
             except ValueError:
                 raise ConfigError(f"YACHT_ID is not a UUID: {self.yacht_id!r}") from None
         _check_provider("EMBEDDING_PROVIDER", self.provider)
+        _check_redis_url("REDIS_URL", self.redis_url)
         if self.provider == Provider.OPENAI and not self.openai_api_key:
             raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
 
@@ -131,6 +136,12 @@ def _check_provider(env: str, value: str) -> None:
     names = tuple(provider.value for provider in Provider)
     if value not in names:
         raise ConfigError(f"{env} must be one of {names}, got {value!r}")
+
+
+def _check_redis_url(env: str, value: str) -> None:
+    # The value is never echoed: it may carry a password.
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{env} must be a redis://, rediss:// or unix:// URL")
 
 
 def _parse(f, raw: str) -> Any:
@@ -192,6 +203,14 @@ class OperatorSettings(_Settings):
         "WORKER_OPENAI_SECRET", "Secret (in each CR's namespace) holding OPENAI_API_KEY"))
     openai_secret_key: str = field(default="OPENAI_API_KEY", metadata=_meta(
         "WORKER_OPENAI_SECRET_KEY", "key of that Secret"))
+    redis_url: str = field(default="", metadata=_meta(
+        "REDIS_URL", "Redis of the search cache: a finished Job bumps its yacht's "
+        "generation; empty = no bump; from a Secret", secret=True))
+    redis_secret_name: str = field(default="", metadata=_meta(
+        "WORKER_REDIS_SECRET", "Secret (in each CR's namespace) holding the workers' "
+        "REDIS_URL; empty = workers bump nothing"))
+    redis_secret_key: str = field(default="REDIS_URL", metadata=_meta(
+        "WORKER_REDIS_SECRET_KEY", "key of that Secret"))
     worker_log_level: str = field(default="INFO", metadata=_meta(
         "WORKER_LOG_LEVEL", "LOG_LEVEL of the workers"))
     job_backoff_limit: int = field(default=2, metadata=_meta(
@@ -226,6 +245,7 @@ class OperatorSettings(_Settings):
     def validate(self) -> None:
         super().validate()
         _check_provider("DEFAULT_EMBEDDING_PROVIDER", self.default_provider)
+        _check_redis_url("REDIS_URL", self.redis_url)
         if self.dlq_critical < self.dlq_warning:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:

@@ -9,8 +9,8 @@ from tests.support.stack import running_stack
 
 
 @pytest.fixture
-def stack(pg_server, tmp_path):
-    with running_stack(pg_server, tmp_path) as s:
+def stack(pg_server, redis_url, tmp_path):
+    with running_stack(pg_server, tmp_path, redis_url=redis_url) as s:
         yield s
 
 

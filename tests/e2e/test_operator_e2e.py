@@ -341,8 +341,9 @@ def test_secrets_never_reach_crs_jobs_events_or_logs(stack, stack_db):
         assert secret not in visible
         assert secret not in logs
     job = stack.jobs()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL"} <= {e["name"] for e in job["env"]}
     assert all("value" not in e for e in job["env"]
-               if e["name"] in ("DATABASE_URL", "OPENAI_API_KEY"))
+               if e["name"] in ("DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL"))
     assert password not in " ".join(job["command"] + job.get("args", []))
 
 

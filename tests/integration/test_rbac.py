@@ -162,9 +162,12 @@ def chart_env(objects: list[dict]) -> dict[str, str]:
     return {key: env[key] for key in ("WATCH_NAMESPACES", "PEERING_NAME", "STANDALONE")}
 
 
-def record_fleet(pg_server, tmp_path, objects: list[dict], *, drift: bool) -> list[Call]:
-    """Run the operator through a small fleet's life; the calls its token made."""
-    with running_stack(pg_server, tmp_path) as stack:
+def record_fleet(pg_server, redis_url, tmp_path, objects: list[dict], *, drift: bool
+                 ) -> list[Call]:
+    """Run the operator through a small fleet's life; the calls its token made. With the
+    search cache's Redis: its Jobs reference the Redis Secret, which the kubelet (here the
+    job runner, with its own token) reads, never the operator."""
+    with running_stack(pg_server, tmp_path, redis_url=redis_url) as stack:
         for peering in (o for o in objects if o["kind"] in ("ClusterKopfPeering",
                                                             "KopfPeering")):
             stack.api.apply(peering)
@@ -231,29 +234,29 @@ def exercise(stack, conn, kubeconfig, env: dict[str, str], *, drift: bool) -> No
 # --- the tests -------------------------------------------------------------------------------
 
 
-def test_cluster_wide_with_peering(pg_server, tmp_path):
+def test_cluster_wide_with_peering(pg_server, redis_url, tmp_path):
     objects = render()
     assert {o["kind"] for o in objects} >= {"ClusterRole", "ClusterKopfPeering"}
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
-    calls = record_fleet(pg_server, tmp_path, objects, drift=True)
+    calls = record_fleet(pg_server, redis_url, tmp_path, objects, drift=True)
     assert {(c.resource, c.verb) for c in calls} >= {
         ("clusterkopfpeerings", "patch"), ("jobs", "delete"), ("yachtbackfills/status", "patch")}
     check(calls, objects)
 
 
-def test_named_namespaces_with_peering(pg_server, tmp_path):
+def test_named_namespaces_with_peering(pg_server, redis_url, tmp_path):
     objects = render({"watchNamespaces": ["fleet"]})
     assert [o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"] == ["fleet"]
-    calls = record_fleet(pg_server, tmp_path, objects, drift=False)
+    calls = record_fleet(pg_server, redis_url, tmp_path, objects, drift=False)
     assert {c.namespace for c in calls if c.resource in ("yachtbackfills", "jobs")} == {"fleet"}
     check(calls, objects)
 
 
-def test_standalone_needs_no_peering_rights(pg_server, tmp_path):
+def test_standalone_needs_no_peering_rights(pg_server, redis_url, tmp_path):
     objects = render({"operator": {"peering": {"standalone": True}}})
     rules = [r for o in objects if o["kind"] == "ClusterRole" for r in o["rules"]]
     assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
-    calls = record_fleet(pg_server, tmp_path, objects, drift=False)
+    calls = record_fleet(pg_server, redis_url, tmp_path, objects, drift=False)
     check(calls, objects)
 
 

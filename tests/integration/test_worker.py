@@ -6,12 +6,15 @@ unless the test is about processes and signals (test_worker_process.py).
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import urllib.request
 
 import pytest
 
 from f1backfill.config import WorkerSettings
+from f1backfill.generations import BUMP_FAILURES_METRIC, Generations
 from f1backfill.worker.loop import Worker
 from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
@@ -349,3 +352,57 @@ def test_rows_of_a_batch_whose_write_fails_go_back_to_the_queue_uncharged(db, da
     assert len(rows) == 30
     # Not left 'processing' under a lease (an hour here), which would charge an attempt.
     assert set(rows) == {("queued", None, "queued", 0)}
+
+
+# --- The search cache's generation -----------------------------------------------------------
+
+
+def generation(redis_url: str, yacht) -> int:
+    with Generations(redis_url) as generations:
+        return generations.read(str(yacht.id))
+
+
+def test_each_batch_that_stored_embeddings_bumps_the_yachts_generation(
+        db, database_url, fake, redis_url):
+    yacht, other = add_yacht(db), add_yacht(db, "Other")
+    add_rows(db, yacht.id, 250)
+    add_rows(db, other.id, 5, seed=2)
+    _, summary = run_worker(database_url, yacht, fake, batch_size=100, max_in_flight=1,
+                            redis_url=redis_url)
+    assert (summary.exit_code, summary.embedded, summary.batches) == (0, 250, 3)
+    assert generation(redis_url, yacht) == 3  # 100 + 100 + 50: one bump per batch
+    assert generation(redis_url, other) == 0
+
+
+def test_concurrent_lanes_bump_once_per_batch(db, database_url, fake, redis_url):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 120)
+    _, summary = run_worker(database_url, yacht, fake, batch_size=10, max_in_flight=4,
+                            redis_url=redis_url)
+    assert summary.embedded == 120 and summary.batches >= 12
+    assert generation(redis_url, yacht) == summary.batches
+
+
+def test_a_batch_that_stored_no_embedding_bumps_nothing(db, database_url, fake, redis_url):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 2, texts=["\x07 \x1b", "   "])  # dead-lettered without a request
+    _, summary = run_worker(database_url, yacht, fake, redis_url=redis_url)
+    assert (summary.batches, summary.embedded, summary.dead_lettered) == (1, 0, 2)
+    assert generation(redis_url, yacht) == 0
+
+
+def test_a_worker_whose_redis_is_away_embeds_everything_and_counts_the_failed_bumps(
+        db, database_url, fake, caplog):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 40)
+    caplog.set_level(logging.INFO, logger="f1backfill.generations")
+    worker, summary = run_worker(database_url, yacht, fake, batch_size=10, max_in_flight=2,
+                                 redis_url=nowhere)
+    assert (summary.exit_code, summary.embedded, summary.batches) == (0, 40, 4)
+    assert status_counts(db, yacht.id) == {"embedded": 40}
+    assert worker.metrics.registry.get_sample_value(BUMP_FAILURES_METRIC) == 4
+    warnings = [r for r in caplog.records if r.name == "f1backfill.generations"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING

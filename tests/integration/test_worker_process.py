@@ -85,6 +85,33 @@ def test_an_empty_queue_exits_zero_at_once(db, database_url):
     assert worker.returncode == 0, output
 
 
+def test_a_worker_whose_redis_is_away_exits_zero_having_embedded_everything(
+        db, database_url):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 60)
+    with FakeOpenAI() as fake:
+        worker = start_worker(database_url, yacht, fake, BATCH_SIZE="10",
+                              REDIS_URL="unix:///nonexistent/redis.sock")
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output
+    assert status_counts(db, yacht.id) == {"embedded": 60}
+    # Six batches, six failed bumps, one line about it.
+    assert output.count("cannot bump cache generations") == 1, output
+    assert "Traceback" not in output
+
+
+def test_a_redis_url_is_never_logged(db, database_url, redis_url):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 5)
+    password_url = redis_url.replace("unix://", "unix://:hunter2@")
+    with FakeOpenAI() as fake:
+        worker = start_worker(database_url, yacht, fake, REDIS_URL=password_url,
+                              LOG_LEVEL="DEBUG")
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output
+    assert "hunter2" not in output
+
+
 @pytest.mark.parametrize("env, named", [
     ({"YACHT_ID": "not-a-uuid"}, "YACHT_ID"),
     ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),

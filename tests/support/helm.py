@@ -190,6 +190,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                 "openai": {"existingSecret": "openai-key",
                            "baseUrl": "https://llm.example.com/v1"}}, ()),
     "watch-namespaces": ({"watchNamespaces": ["fleet-a", "fleet-b"]}, ()),
+    "redis": ({"redis": {"existingSecret": "f1backfill-redis"}}, ()),
     "replicas": ({"replicaCount": 2}, ()),
     "standalone": ({"operator": {"peering": {"standalone": True}}}, ()),
     "everything": ({
@@ -204,6 +205,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         "metrics": _MONITORING_ON,
         "imagePullSecrets": [{"name": "regcred"}],
         "worker": {"serviceAccountName": "f1backfill-worker"},
+        "redis": {"existingSecret": "f1backfill-redis", "key": "url"},
     }, (MONITORING,)),
 }
 

@@ -1,6 +1,7 @@
 """The whole product on one machine: emulated Kubernetes API, embedded Postgres, the fake
 OpenAI server, the operator process, and a job runner that runs each Job's worker as a
-local process. Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
+local process; with a Redis URL, the operator and the workers bump the yachts' cache
+generations there. Used by the end-to-end tests and by `f1sandbox demo`'s test twin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from f1backfill.constants import GROUP, PLURAL, VERSION
+from f1backfill.generations import Generations
 from f1sandbox.fake_openai import FakeOpenAI
 from f1sandbox.jobrunner import JobRunner
 from f1sandbox.kubeapi import KubeAPI
@@ -24,6 +26,7 @@ from f1sandbox.kubeapi import KubeAPI
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = [ROOT / "crds" / "yachtbackfill.yaml", ROOT / "crds" / "kopf-peering.yaml"]
 WORKER = str(Path(sys.executable).with_name("f1backfill"))
+REDIS_SECRET = "f1backfill-redis"  # the workers' REDIS_URL, in the backfills' namespace
 
 
 def backfill(name: str, yacht_id: Any, *, namespace: str = "fleet", **spec: Any) -> dict:
@@ -40,6 +43,7 @@ class Stack:
     workdir: Path
     kubeconfig: Path
     namespace: str = "fleet"
+    redis_url: str = ""  # empty: no Redis, nothing is bumped
     operator_env: dict[str, str] = field(default_factory=dict)
     operator: subprocess.Popen | None = None
     operator_log: Path | None = None
@@ -66,6 +70,8 @@ class Stack:
             "RECONCILE_INTERVAL_SEC": "0.5", "DRIFT_INTERVAL_SEC": "1",
             "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0",
             "JOB_TTL_SECONDS_AFTER_FINISHED": "3600", "LOG_LEVEL": "INFO",
+            "REDIS_URL": self.redis_url,
+            "WORKER_REDIS_SECRET": REDIS_SECRET if self.redis_url else "",
             **self.operator_env, **env}
         with open(self.operator_log, "w") as log:
             process = subprocess.Popen(
@@ -122,6 +128,11 @@ class Stack:
                        for c in conditions)
         return [j for j in self.jobs() if not finished(j)]
 
+    def generation(self, yacht_id: Any) -> int:
+        """The yacht's search cache generation in the stack's Redis."""
+        with Generations(self.redis_url) as generations:
+            return generations.read(str(yacht_id))
+
     def events(self, name: str | None = None) -> list[dict]:
         events = self.api.objects("events", self.namespace)
         return [e for e in events
@@ -130,7 +141,8 @@ class Stack:
 
 @contextmanager
 def running_stack(pg_server, tmp_path: Path, *, fake: FakeOpenAI | None = None,
-                  migrated: bool = True, **operator_env: str) -> Iterator[Stack]:
+                  migrated: bool = True, redis_url: str = "",
+                  **operator_env: str) -> Iterator[Stack]:
     name = f"e2e_{uuid.uuid4().hex[:10]}"
     database_url = pg_server.create_database(name)
     from f1backfill.db.migrate import migrate
@@ -151,8 +163,12 @@ def running_stack(pg_server, tmp_path: Path, *, fake: FakeOpenAI | None = None,
         api.apply({"apiVersion": "v1", "kind": "Secret",
                    "metadata": {"name": "f1backfill-openai", "namespace": "fleet"},
                    "stringData": {"OPENAI_API_KEY": "sk-e2e"}})
+        if redis_url:
+            api.apply({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": REDIS_SECRET, "namespace": "fleet"},
+                       "stringData": {"REDIS_URL": redis_url}})
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-        stack = Stack(api, database_url, fake, tmp_path, kubeconfig,
+        stack = Stack(api, database_url, fake, tmp_path, kubeconfig, redis_url=redis_url,
                       operator_env=dict(operator_env))
         yield stack
     finally:

@@ -24,6 +24,7 @@ from f1backfill.builders.status import (
     EventNote,
     Thresholds,
     build_status,
+    job_completed,
     status_patch,
 )
 from f1backfill.controller.observe import observe_job
@@ -69,6 +70,7 @@ class Fleet:
         self.now = T0
         self.created: list[str] = []
         self.events: list[tuple[str, EventNote]] = []
+        self.ended: list[str] = []  # a backfill's name each time its Job is seen to end
         self.patches = 0
 
     def get(self, name: str) -> ObservedBackfill:
@@ -104,6 +106,8 @@ class Fleet:
         self.patches = 0
         for b in list(self.backfills.values()):
             verdict = decision.verdicts.get(b.uid)
+            if verdict is not None and job_completed(b.status, verdict):
+                self.ended.append(b.name)  # where the reconciler bumps the cache generation
             if verdict is None or not write_status:
                 continue
             assert b.spec is not None
@@ -685,6 +689,74 @@ def test_a_resumed_backfill_gets_a_new_job() -> None:
     fleet.update("lady-marina", spec=replace(fleet.get("lady-marina").spec, suspend=False),
                  generation=3)
     assert [n for _, n in fleet.tick().admit] == [2]
+
+
+# --- A Job's end, seen once (the operator bumps the yacht's cache generation) -----------------
+
+
+def test_a_jobs_end_is_seen_once_however_many_ticks_follow() -> None:
+    fleet = Fleet(backfill(), work={Y1: 100})
+    fleet.tick()
+    fleet.finish("lady-marina", JobState.ACTIVE)
+    fleet.tick()
+    assert fleet.ended == []
+    fleet.finish("lady-marina", JobState.SUCCEEDED)
+    fleet.work[Y1] = 0
+    fleet.tick()
+    assert fleet.phase("lady-marina") is Phase.SUCCEEDED
+    for _ in range(3):
+        fleet.tick()
+    assert fleet.ended == ["lady-marina"]
+
+
+def test_an_end_whose_status_write_was_lost_is_seen_again() -> None:
+    fleet = Fleet(backfill(), work={Y1: 100})
+    fleet.tick()
+    fleet.finish("lady-marina", JobState.SUCCEEDED)
+    fleet.work[Y1] = 0
+    fleet.tick(write_status=False)  # the operator dies before recording the end
+    fleet.tick()
+    fleet.tick()
+    assert fleet.ended == ["lady-marina", "lady-marina"]  # at least once, never lost
+
+
+def test_each_job_of_a_retried_backfill_ends_once() -> None:
+    fleet = Fleet(backfill(), work={Y1: 100}, job_retries=1)
+    fleet.tick()
+    fleet.finish("lady-marina", JobState.FAILED, "BackoffLimitExceeded", "3 pods failed")
+    assert [n for _, n in fleet.tick().admit] == [2]  # retried in the same decision
+    assert fleet.ended == ["lady-marina"]
+    fleet.finish("lady-marina", JobState.FAILED, "BackoffLimitExceeded", "3 pods failed")
+    fleet.tick()
+    fleet.tick()
+    assert fleet.phase("lady-marina") is Phase.FAILED
+    assert fleet.ended == ["lady-marina", "lady-marina"]
+
+
+def test_a_job_that_ends_with_work_left_ends_once_and_its_successor_too() -> None:
+    fleet = Fleet(backfill(spec={"mode": "Continuous"}), work={Y1: 100})
+    fleet.tick()
+    fleet.finish("lady-marina", JobState.SUCCEEDED)
+    fleet.work[Y1] = 12  # rows queued while it ran: admitted again at once
+    assert [n for _, n in fleet.tick().admit] == [2]
+    fleet.tick()
+    assert fleet.ended == ["lady-marina"]
+    fleet.finish("lady-marina", JobState.SUCCEEDED)
+    fleet.work[Y1] = 0
+    fleet.tick()
+    fleet.tick()
+    assert fleet.ended == ["lady-marina", "lady-marina"]
+
+
+def test_a_job_stopped_by_suspend_is_not_an_end() -> None:
+    fleet = Fleet(backfill(), work={Y1: 100})
+    fleet.tick()
+    fleet.update("lady-marina", spec=replace(fleet.get("lady-marina").spec, suspend=True),
+                 generation=2)
+    fleet.tick()
+    fleet.tick()
+    assert fleet.phase("lady-marina") is Phase.SUSPENDED
+    assert fleet.ended == []
 
 
 # --- Determinism, idempotence, scale ------------------------------------------------------------

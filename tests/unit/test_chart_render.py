@@ -14,6 +14,7 @@ import base64
 import json
 import re
 import subprocess
+import uuid
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 
 from f1backfill.admission import ObservedBackfill
 from f1backfill.api import BackfillSpec
-from f1backfill.builders.job import WORKER_PORT, job_labels
+from f1backfill.builders.job import WORKER_PORT, build_job, job_labels
 from f1backfill.config import OperatorSettings
 from f1backfill.controller.metrics import OperatorMetrics
 from f1backfill.worker.metrics import WorkerMetrics
@@ -231,6 +232,44 @@ def test_openai_provider_reads_the_key_secret_and_base_url():
     assert env["WORKER_OPENAI_SECRET_KEY"] == "OPENAI_API_KEY"
     assert env["OPENAI_BASE_URL"] == "https://llm.example.com/v1"
     assert "OPENAI_API_KEY" not in env  # the operator never holds the key; workers do
+
+
+def test_no_redis_by_default():
+    env = operator_env(render())
+    assert (env["REDIS_URL"], env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == (
+        "", "", "REDIS_URL")
+
+
+def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
+    values = {"redis": {"existingSecret": "search-cache", "key": "url"}}
+    env = operator_env(render(values))
+    assert env["REDIS_URL"] == env_from("search-cache", "url")  # the operator's own bumps
+    assert (env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == ("search-cache",
+                                                                             "url")
+    # What the operator makes of it: each Job references the Secret, never the value.
+    plain = {key: value for key, value in env.items() if isinstance(value, str)}
+    settings = OperatorSettings.from_env({**plain, "DATABASE_URL": "postgresql://x/y",
+                                          "REDIS_URL": "redis://:pw@cache:6379/0"})
+    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
+                                created=datetime(2025, 1, 1, tzinfo=UTC),
+                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
+    job_env = {e["name"]: e for e in build_job(backfill, 1, settings)["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    assert job_env["REDIS_URL"] == {"name": "REDIS_URL",
+                                    "valueFrom": env_from("search-cache", "url")}
+
+
+def test_redis_needs_no_rbac():
+    # The kubelet reads a pod's Secrets, not the operator: its roles stay as they are.
+    def roles(objects: list[dict]) -> list[dict]:
+        return [o for o in objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding",
+                                                    "ClusterRoleBinding")]
+
+    for values in ({}, {"watchNamespaces": ["fleet-a"]}):
+        plain = render(values)
+        with_redis = render({**values, "redis": {"existingSecret": "search-cache"}})
+        assert roles(with_redis) == roles(plain)
+        assert "secrets" not in json.dumps(roles(with_redis))
 
 
 # --- peering ---------------------------------------------------------------------------------

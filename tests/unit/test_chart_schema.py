@@ -31,6 +31,9 @@ BAD_VALUES = {
                               "/openai/existingSecret"),
     "openai-base-url": ({"openai": {"baseUrl": "ftp://example.com"}}, "/openai/baseUrl"),
     "no-database": ({"database": {"existingSecret": ""}}, "/database/existingSecret"),
+    "redis-secret-name": ({"redis": {"existingSecret": "Search_Cache"}},
+                          "/redis/existingSecret"),
+    "redis-secret-key": ({"redis": {"key": "a key"}}, "/redis/key"),
     "standalone-with-replicas": ({"replicaCount": 2,
                                   "operator": {"peering": {"standalone": True}}},
                                  "/replicaCount"),
@@ -90,6 +93,7 @@ GOOD_VALUES = {
     "openai-with-secret": {"embedding": {"defaultProvider": "openai"},
                            "openai": {"existingSecret": "key", "baseUrl": "http://llm:8000/v1"}},
     "dlq-equal-thresholds": {"dlq": {"warningThreshold": 10, "criticalThreshold": 10}},
+    "redis": {"redis": {"existingSecret": "f1backfill-redis", "key": "REDIS_URL"}},
     "cron-macro": {"feedback": {"enabled": True, "schedule": "@daily"}},
 }
 

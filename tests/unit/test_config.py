@@ -66,6 +66,23 @@ def test_redacted_hides_secrets():
     assert settings.redacted()["database_url"] == "<set>"
 
 
+@pytest.mark.parametrize("cls", ["WorkerSettings", "OperatorSettings"])
+def test_redis_url_is_a_secret_redis_url_and_optional(cls):
+    import f1backfill.config as config
+
+    settings_cls = getattr(config, cls)
+    assert settings_cls.from_env({}).redis_url == ""  # no Redis: nothing is bumped
+    for url in ("redis://:hunter2@cache:6379/0", "rediss://cache:6380/1",
+                "unix:///run/redis/redis.sock?db=0"):
+        settings = settings_cls.from_env({"REDIS_URL": url})
+        assert settings.redis_url == url
+        assert settings.redacted()["redis_url"] == "<set>"
+    # Refused at start, named, and not echoed: the value may hold a password.
+    with pytest.raises(ConfigError, match="REDIS_URL") as refused:
+        settings_cls.from_env({"REDIS_URL": "http://:hunter2@cache:6379"})
+    assert "hunter2" not in str(refused.value)
+
+
 def test_operator_settings_read_their_environment_and_check_it():
     from f1backfill.config import OperatorSettings
 

@@ -3,7 +3,12 @@ the operator warned about."""
 
 from __future__ import annotations
 
-from f1sandbox.demo import describe_priorities, explain_incomplete, operator_warnings
+from f1sandbox.demo import (
+    describe_generations,
+    describe_priorities,
+    explain_incomplete,
+    operator_warnings,
+)
 
 
 def _backfill(name, phase, total, done, dlq=0, skip=()):
@@ -56,3 +61,14 @@ def test_the_operators_warnings_are_shown_once_each(tmp_path):
         "  ERROR kopf: something broke"]
     log.write_text("")
     assert operator_warnings(log) == ["The operator logged no warnings."]
+
+
+def test_cache_generations_read_as_one_sentence_per_yacht():
+    lines = describe_generations({"lady-marina": 9, "aurora-borealis": 14, "blue": None})
+    text = " ".join(lines)
+    assert text.startswith("Search cache generations (f1:gen:<yacht>")
+    assert text.endswith("aurora-borealis 14, blue ?, lady-marina 9.")
+    assert max(len(line) for line in lines) <= 92
+    assert describe_generations({"a": None}) == [
+        "Search cache generations: Redis did not answer (see the warnings below)."]
+    assert describe_generations({}) == []

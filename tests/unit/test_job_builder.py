@@ -193,16 +193,38 @@ def test_the_openai_key_is_passed_only_to_openai_workers_and_only_from_a_secret(
         assert "OPENAI_API_KEY" not in env(job)
 
 
+def test_the_redis_url_is_passed_only_from_a_secret_when_one_is_named() -> None:
+    s = settings(redis_secret_name="search-cache", redis_secret_key="url")
+    assert env(build_job(backfill(), 1, s))["REDIS_URL"] == {
+        "name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "search-cache",
+                                                            "key": "url"}}}
+    # The default key is the variable's own name.
+    assert env(build_job(backfill(), 1, settings(redis_secret_name="search-cache")))[
+        "REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "search-cache",
+                                                      "key": "REDIS_URL"}
+
+
+def test_no_redis_url_without_a_secret_even_when_the_operator_has_one() -> None:
+    # The operator's own REDIS_URL is for its own bumps; workers get one only by reference.
+    s = settings(redis_url="redis://:cache-s3cret@redis:6379/0")
+    job = build_job(backfill(), 1, s)
+    assert "REDIS_URL" not in env(job)
+    assert "cache-s3cret" not in json.dumps(job)
+
+
 def test_no_credential_is_written_anywhere_in_the_manifest() -> None:
     s = OperatorSettings.from_env({
         "DATABASE_URL": "postgresql://f1:db-s3cret@postgres:5432/f1",
         "DEFAULT_EMBEDDING_PROVIDER": "openai",
         "OPENAI_BASE_URL": "https://llm.internal/v1",
+        "REDIS_URL": "rediss://:cache-s3cret@redis:6380/0",
+        "WORKER_REDIS_SECRET": "f1backfill-redis",
     })
     job = build_job(full_sample(), 1, s)
     text = json.dumps(job)
     assert "db-s3cret" not in text and "postgresql://" not in text
-    for name in ("DATABASE_URL", "OPENAI_API_KEY"):
+    assert "cache-s3cret" not in text and "rediss://" not in text
+    for name in ("DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL"):
         assert set(env(job)[name]) == {"name", "valueFrom"}
         assert set(env(job)[name]["valueFrom"]) == {"secretKeyRef"}
     assert not any(k in " ".join(container(job)["command"]) for k in ("KEY", "URL", "://"))

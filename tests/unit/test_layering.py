@@ -25,7 +25,7 @@ PACKAGE = "f1backfill"
 LEAVES = ("f1backfill.errors", "f1backfill.constants", "f1backfill.defaults",
           "f1backfill.memory")
 IO_LIBRARIES = frozenset(
-    {"psycopg2", "kubernetes", "kopf", "openai", "aiohttp", "urllib3", "requests"})
+    {"psycopg2", "kubernetes", "kopf", "openai", "aiohttp", "urllib3", "requests", "redis"})
 PURE = ("f1backfill.builders", "f1backfill.admission")
 
 

@@ -17,6 +17,7 @@ from f1backfill.builders.status import (
     Thresholds,
     build_status,
     format_eta,
+    job_completed,
     stalled_status,
     status_patch,
 )
@@ -393,6 +394,26 @@ def test_eta_and_rate_are_shown_only_while_a_job_runs() -> None:
 
 
 # --- Bookkeeping --------------------------------------------------------------------------------
+
+
+def test_a_job_ends_when_the_stored_status_still_shows_it_and_it_is_over() -> None:
+    b = backfill()
+    first, second = job_of(b, 1, JobState.SUCCEEDED), job_of(b, 2, JobState.FAILED)
+    shown = {"admissions": 1, "jobName": first.name}
+    for phase in ("Admitted", "Running"):
+        stored_status = BackfillStatus.from_dict({"phase": phase, **shown})
+        assert job_completed(stored_status, replace(SUCCEEDED, job=first))
+        assert job_completed(stored_status, replace(FAILED, job=first))
+        # Over, with rows queued meanwhile: Queued (or admitted again) after its Job.
+        assert job_completed(stored_status, replace(QUEUED, job=first))
+        assert job_completed(stored_status, replace(ADMITTED, admit=2, job=first))
+        # Still running, or the Job it recorded is not the one that is over.
+        assert not job_completed(stored_status, replace(RUNNING, job=job_of(b)))
+        assert not job_completed(stored_status, replace(QUEUED, job=second))
+        assert not job_completed(stored_status, replace(SUSPENDED, job=None))
+    for phase in ("Succeeded", "Failed", "Queued", "Pending", "Suspended", None):
+        stored_status = BackfillStatus.from_dict({"phase": phase, **shown} if phase else {})
+        assert not job_completed(stored_status, replace(SUCCEEDED, job=first)), phase
 
 
 def test_an_admission_records_the_job_the_count_and_the_start() -> None:

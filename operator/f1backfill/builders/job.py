@@ -77,6 +77,11 @@ def build_job(backfill: ObservedBackfill, admission: int,
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {
             "name": settings.database_secret_name, "key": settings.database_secret_key}}},
     ]
+    if settings.redis_secret_name:
+        # The search cache's Redis, whose yacht generation each batch bumps; the URL may
+        # carry a password, so it is a reference too.
+        env.append({"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": settings.redis_secret_name, "key": settings.redis_secret_key}}})
     if settings.openai_base_url:
         env.append({"name": "OPENAI_BASE_URL", "value": settings.openai_base_url})
     if provider == "openai":

@@ -308,6 +308,20 @@ def _phase_events(old: Phase | None, verdict: Verdict, job_name: str | None) -> 
     return events
 
 
+def job_completed(old: BackfillStatus, verdict: Verdict) -> bool:
+    """Whether this decision is the first to see the backfill's Job end: the stored status
+    still shows it Admitted or Running, and now the backfill is Succeeded or Failed, or the
+    Job it recorded has finished (retried, or new work queued meanwhile). Compared with the
+    stored status, like the Events: true once per Job, and a restarted operator neither
+    repeats nor misses it."""
+    if old.phase not in (Phase.ADMITTED, Phase.RUNNING):
+        return False
+    if verdict.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return True
+    job = verdict.job
+    return job is not None and job.finished and job.name == old.job_name
+
+
 def status_patch(old: BackfillStatus, new: BackfillStatus) -> dict | None:
     """The merge patch from `old` to `new`, or None when nothing changed.
 

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..api import Phase
+from ..generations import bump_failures_counter
 
 _BACKFILL_LABELS = ("namespace", "name", "yacht_id")
 
@@ -104,6 +105,9 @@ class OperatorMetrics:
             "f1_operator_tick_seconds",
             "Time of one reconciliation tick: database reads, decision, API writes",
             buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registry=r)
+        # f1_cache_generation_bump_failures_total: finished Jobs whose bump of the yacht's
+        # cache generation failed (Redis away).
+        self.generation_bump_failures = bump_failures_counter(r)
 
     def record_backfills(self, samples: list[BackfillSample]) -> None:
         """Every backfill's phase, queue position and progress, as of this tick."""

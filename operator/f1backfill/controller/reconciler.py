@@ -36,6 +36,7 @@ from ..builders.status import (
     EventNote,
     Thresholds,
     build_status,
+    job_completed,
     stalled_status,
     status_patch,
 )
@@ -44,6 +45,7 @@ from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_
 from ..db.figures import DriftProbe, YachtFigures
 from ..db.fleet import FleetDatabase
 from ..errors import BackfillError, PermanentError, TransientError
+from ..generations import Generations
 from ..memory import release_memory
 from .fleetcache import FleetCache
 from .informer import Informer, watched_backfills, watched_jobs
@@ -114,12 +116,16 @@ def backoff_seconds(tick_seconds: float, failures: int) -> float:
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, db: FleetDatabase,
                  metrics: OperatorMetrics, gate: PeeringGate,
-                 informers: Iterable[Informer] = ()) -> None:
+                 informers: Iterable[Informer] = (),
+                 generations: Generations | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.db = db
         self.metrics = metrics
         self.gate = gate
+        # A Job that ends bumps its yacht's search cache generation (no-op without Redis).
+        self.generations = generations or Generations(
+            settings.redis_url, failures=metrics.generation_bump_failures)
         self._wake = asyncio.Event()
         self.cache = FleetCache(on_change=self._wake.set)
         self.informers = list(informers)
@@ -312,8 +318,24 @@ class Reconciler:
             job = observe_job(manifest)
             if job is not None:
                 self.cache.jobs.setdefault((job.namespace, job.name), job)
+        ended = [item for item in desired if job_completed(item.backfill.status, item.verdict)]
+        if ended:
+            # Before the statuses that record the end are written: a write that fails is
+            # followed by another tick that sees the same transition and bumps again
+            # (harmless: one more cache miss), never by a bump lost.
+            await asyncio.to_thread(self._bump_generations, ended)
         await self._write_all(Write(item.backfill, item.status, item.events, item.inputs)
                               for item in desired if item.changed)
+
+    def _bump_generations(self, ended: list[Desired]) -> None:
+        """Blocking (Redis): the yachts whose Job just ended get a new cache generation."""
+        for item in ended:
+            job, spec = item.verdict.job, item.backfill.spec
+            yacht = job.yacht_id if job is not None else spec.yacht_id if spec else ""
+            generation = self.generations.bump(yacht) if yacht else None
+            if generation is not None:
+                log.info("%s/%s: its Job ended; cache generation of yacht %s is now %d",
+                         item.backfill.namespace, item.backfill.name, yacht, generation)
 
     async def _write_all(self, writes: Iterable[Write]) -> None:
         """Status writes are independent of each other: a few writers at a time, so a fleet

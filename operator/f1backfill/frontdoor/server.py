@@ -52,7 +52,7 @@ def redis_for(settings: ServeSettings) -> Iterator[str]:
         return
     from ..localredis import LocalRedis
 
-    with LocalRedis() as local:
+    with LocalRedis.start() as local:
         log.info("REDIS_URL is not set: serving with a local Redis at %s", local.url)
         yield local.url
 

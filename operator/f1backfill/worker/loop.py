@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..config import WorkerSettings
 from ..errors import AuthFailed, SchemaMismatch
+from ..generations import Generations
 from .breaker import CircuitBreaker
 from .embedder import Embedder
 from .health import HealthServer, HealthState
@@ -50,6 +51,7 @@ class Worker:
         provider: EmbeddingProvider | None = None,
         metrics: WorkerMetrics | None = None,
         limiter: RateLimiter | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
@@ -64,6 +66,11 @@ class Worker:
             on_change=self._breaker_changed)
         self.metrics.breaker_state.set(0)
         self.estimator = TokenEstimator()
+        # Each batch that stored embeddings bumps the yacht's cache generation (a no-op
+        # without REDIS_URL; a failure is counted, never raised).
+        self._own_generations = generations is None
+        self.generations = generations or Generations(
+            settings.redis_url, failures=self.metrics.generation_bump_failures)
         self.summary = RunSummary()
         self._lock = threading.Lock()
         self._fatal: BaseException | None = None
@@ -88,6 +95,8 @@ class Worker:
         finally:
             control.close()
             self.provider.close()
+            if self._own_generations:
+                self.generations.close()
             if server:
                 server.stop()
         self.summary.exit_code = self._exit_code()
@@ -242,5 +251,8 @@ class Worker:
             s.dead_lettered += len(outcome.failures)
             s.retried += len(outcome.retries)
             s.batches += 1
+        if embedded:
+            # After the commit: a search that misses now reads the new vectors.
+            self.generations.bump(yacht)
         self.health.batch_done(success=bool(outcome.done) or not outcome.retries,
                                consecutive_failures=self.breaker.consecutive_failures)

@@ -11,6 +11,8 @@ import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..generations import bump_failures_counter
+
 
 def rss_mb() -> float:
     """Current resident memory in MiB (Linux /proc; the peak elsewhere)."""
@@ -55,3 +57,6 @@ class WorkerMetrics:
         self.batch_seconds = Histogram(
             "f1_batch_processing_seconds", "Time to process one batch",
             buckets=[1, 2, 5, 10, 30, 60], registry=r)
+        # f1_cache_generation_bump_failures_total: batches whose bump of the yacht's cache
+        # generation failed (Redis away); the batch itself is unaffected.
+        self.generation_bump_failures = bump_failures_counter(r)

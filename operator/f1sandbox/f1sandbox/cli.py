@@ -48,9 +48,15 @@ def _serve_until_signalled(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from f1backfill.errors import ConfigError
+
     from .demo import run_demo
 
-    return run_demo(timeout=args.timeout)
+    try:
+        return run_demo(timeout=args.timeout)
+    except ConfigError as exc:  # e.g. no Redis to be had: one line, not a traceback
+        print(f"f1sandbox demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_seed(args: argparse.Namespace) -> int:

