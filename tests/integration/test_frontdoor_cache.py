@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -28,9 +29,9 @@ TEXTS = ["Racor 500 oil filter element", "Anchor winch service log",
 @pytest.fixture
 def yacht(db, database_url, redis_url):
     yacht = add_yacht(db, "Alpha")
-    yacht.keys = add_rows(db, yacht.id, len(TEXTS), texts=TEXTS)
+    keys = add_rows(db, yacht.id, len(TEXTS), texts=TEXTS)
     embed_all(database_url, yacht.id, redis_url=redis_url)
-    return yacht
+    return SimpleNamespace(id=yacht.id, keys=keys)
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_a_re_embed_by_the_worker_invalidates_the_yachts_cached_searches(
     assert door.search(token, "watermaker membrane").json()["cached"] is True
     object_type, object_id = yacht.keys[2]
     with db.cursor() as cur:  # the desalinator manual is rewritten and re-queued
-        cur.execute("UPDATE search_index SET search_text = %s, embedding_status = 'queued' "
+        cur.execute("UPDATE search_index SET search_text = %s, embedding_status = 'pending' "
                     "WHERE object_type = %s AND object_id = %s",
                     ("Watermaker membrane replacement manual", object_type, object_id))
     embed_all(database_url, yacht.id, redis_url=redis_url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,10 +20,10 @@ CLICKS = "/api/analytics/search-click"
 @pytest.fixture
 def yachts(db):
     a, b = add_yacht(db, "Alpha"), add_yacht(db, "Bravo")
-    a.keys = add_rows(db, a.id, 4, texts=["Racor oil filter", "Anchor winch", "Manual",
+    a_keys = add_rows(db, a.id, 4, texts=["Racor oil filter", "Anchor winch", "Manual",
                                           "Crew email"])  # ..., document, email
-    b.keys = add_rows(db, b.id, 1, texts=["Racor oil filter"])
-    return a, b
+    b_keys = add_rows(db, b.id, 1, texts=["Racor oil filter"])
+    return SimpleNamespace(id=a.id, keys=a_keys), SimpleNamespace(id=b.id, keys=b_keys)
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 and metrics. Each endpoint verifies the bearer token before it reads anything else, and
 takes the yacht, the user, the organisation and the role from the token's claims only."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI evaluates the endpoints' annotations,
+# and the search's `limit` bound names a local (the configured maximum).
 import asyncio
 import json
 import logging
@@ -324,6 +324,14 @@ def _error_handlers(app: FastAPI) -> None:
                                                      f"{MAX_CLICK_BYTES} bytes"))
     app.add_exception_handler(DatabaseUnavailable, answer(503, "search is unavailable"))
     app.add_exception_handler(SchemaNotReady, answer(503, "search is unavailable"))
+
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input itself: it may be any bytes, and is the client's.
+        return JSONResponse({"detail": [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors()]}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     async def invalid_query(_: Request, exc: InvalidQuery) -> JSONResponse:
         return JSONResponse({"detail": [{"loc": ["query", "q"], "msg": str(exc),
