@@ -228,3 +228,19 @@ def test_health_and_metrics(fleet, door):
     assert 'f1_search_requests_total{endpoint="/api/f1/search",status="200"} 1.0' in text
     assert 'f1_search_requests_total{endpoint="/api/f1/search",status="401"} 1.0' in text
     assert "f1_search_request_seconds_bucket" in text
+
+
+def test_the_search_page_loads_only_its_own_files(door):
+    page = door.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert 'src="/page/search.js"' in page.text
+    script = door.get("/page/search.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "/api/analytics/search-click" in script.text
+    for name in ("index.html", "missing.js", "..%2Fapp.py"):
+        assert door.get(f"/page/{name}").status_code == 404

@@ -33,6 +33,8 @@ def test_the_product_wheel_holds_the_product_package_alone(tmp_path: Path) -> No
     outside = [n for n in names if not n.startswith(("f1backfill/", f"{dist_info}/"))]
     assert outside == []
     assert "f1backfill/cli.py" in names and "f1backfill/db/queries.sql" in names
+    assert {f"f1backfill/frontdoor/page/{name}" for name in
+            ("index.html", "search.js", "search.css")} <= set(names)
     sandbox = [n for n in names
                if "sandbox" in n or Path(n).name in {"demo.py", "localdb.py", "samples.py"}
                or "fake_openai" in n or n.endswith(".yaml")]
