@@ -46,12 +46,20 @@ def test_the_demo_backfills_the_sample_fleet_through_the_operator(tmpdir_env):
     # The full sample's drift sources exist in the demo's database: no failed checks.
     assert "drift check" not in demo.stdout
     assert "The operator logged" in demo.stdout
-    # One round of the feedback loop: learned, re-admitted (Job 2), ranked higher.
-    assert "added 1 term" in demo.stdout
-    assert "Re-embedded by Job 2 of aurora-borealis" in demo.stdout
+    # One round of the feedback loop through the search API: a search (a miss, then a
+    # hit), three clicks, learned, re-admitted (Job 2), a cache miss, ranked higher.
+    out = " ".join(demo.stdout.split())
+    assert re.search(r"1\. GET /api/f1/search\?q=MTU filtr: 20 results \(a cache miss, \d+ ms\); "
+                     r"asked again: a cache hit", out), out[-3000:]
+    assert re.search(r"2\. POST /api/analytics/search-click: three users click \w+ [0-9a-f]{8} "
+                     r"at position 5: 202, 202, 202\.", out)
+    assert "added 1 term" in out
+    assert "Re-embedded by Job 2 of aurora-borealis" in out
+    assert re.search(r"5\. GET /api/f1/search\?q=MTU filtr: a cache miss; \w+ [0-9a-f]{8} now "
+                     r"ranks [1-4] \(was 5\)\.", out)
     # Every re-embed bumped its yacht's search cache generation (a throwaway Redis).
     assert "Search cache generations (f1:gen:<yacht>" in demo.stdout
-    assert re.search(r"Its search cache generation went from \d+ to \d+", demo.stdout)
+    assert re.search(r"Its search cache generation went from \d+ to \d+", out)
     assert "cannot bump cache generations" not in demo.stdout
     # Nothing is left behind in the temp dir.
     assert list(temp.iterdir()) == []

@@ -12,11 +12,15 @@
 The CRDs and samples are the sandbox's package data (f1sandbox.data: copies kept in step
 with their sources by `make manifests`), so the demo runs from an installed wheel too.
 
+- the search front door (`f1backfill serve`) as its own process, with a JWT secret of its
+  own, for the feedback round.
+
 It shows the fleet as `kubectl get yachtbackfills` would, live, until every backfill has
-Succeeded, then a summary; then one round of the click-feedback loop: clicks -> `feedback
+Succeeded, then a summary; then one round of the click-feedback loop through the search
+API: a search (a cache miss, then a hit) -> three users click the fifth result -> `feedback
 learn` appends the query to the clicked row -> the Continuous backfill is re-admitted ->
-re-embedded (its cache generation moves on) -> the row ranks higher for the query. On a
-real cluster: `make kind-up`.
+re-embedded (its cache generation moves on) -> the next search is a cache miss, and the row
+ranks higher for the query. On a real cluster: `make kind-up`.
 
 Its working directory (kubeconfig, the operator's log, the Jobs' logs) is removed when the
 demo succeeds and kept, and named, when it does not.
@@ -31,7 +35,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +47,14 @@ from f1backfill.constants import PLURAL
 from f1backfill.db.migrate import migrate
 from f1backfill.defaults import TIER_PRIORITY
 from f1backfill.errors import CacheUnavailable
-from f1backfill.feedback import learn, record_click, search_rank
+from f1backfill.feedback import learn
 from f1backfill.generations import Generations
 from f1backfill.localredis import redis_server_binary, redis_url_or_local
-from f1backfill.querytext import normalize_query
-from f1backfill.worker.providers import HashProvider
 
 from .data import CRDS, documents
 from .localdb import LocalPostgres
 from .samples import load_backfill_manifests, seed_from_manifests
+from .searchapi import Answer, SearchServer
 
 NAMESPACE = "fleet"
 REDIS_SECRET = "f1backfill-redis"  # the workers' REDIS_URL (WORKER_REDIS_SECRET)
@@ -63,6 +65,9 @@ WIDTH = 92  # the fleet table's width: prose lines wrap to it
 # re-queues bring it back without a person.
 LEARNER = "aurora-borealis"
 QUERY = "MTU filtr"
+# The result the demo's users click: three clicks at an average position of 5 or better is
+# what `feedback learn` takes as evidence.
+CLICKED_POSITION = 5
 
 
 def load_samples() -> list[dict[str, Any]]:
@@ -238,7 +243,7 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
         create_drift_sources(conn, samples)
         print(f"2/4 Loaded {len(samples)} sample yachts into the database.")
         api = KubeAPI().start()
-        runner = operator = log = None
+        runner = operator = log = search = None
         try:
             for crd in documents(CRDS):
                 api.load_crd(crd)
@@ -262,6 +267,9 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
             log = open(workdir / "operator.log", "w")  # noqa: SIM115 - closed in finally
             operator = subprocess.Popen([worker, "operator"], env=env, stdout=log,
                                         stderr=subprocess.STDOUT)
+            # The search front door, for the feedback round at the end; it starts meanwhile.
+            search = SearchServer(worker, database_url=url, redis_url=redis_url,
+                                  log=workdir / "serve.log", env=dict(os.environ))
             print(f"3/4 Emulated Kubernetes API at {api.url}; operator pid {operator.pid}; "
                   f"kubeconfig {kubeconfig}")
             for doc in samples:
@@ -269,8 +277,10 @@ def _run(workdir: Path, started: float, timeout: float) -> int:
             print("4/4 Applied the samples; the operator admits one Job at a time:\n")
             with Generations(redis_url) as generations:
                 result = _watch(api, operator, started, timeout, conn, url, samples,
-                                generations)
+                                generations, search)
         finally:
+            if search is not None:
+                search.stop()
             if operator is not None:
                 operator.terminate()
                 operator.wait(timeout=20)
@@ -322,7 +332,8 @@ def read_generations(generations: Generations, docs: list[dict[str, Any]]
 
 
 def _watch(api, operator, started: float, timeout: float, conn, url: str,
-           samples: list[dict[str, Any]], generations: Generations) -> int:
+           samples: list[dict[str, Any]], generations: Generations,
+           search: SearchServer) -> int:
     screen = Screen()
     deadline = time.monotonic() + timeout
     while True:
@@ -358,31 +369,48 @@ def _watch(api, operator, started: float, timeout: float, conn, url: str,
     if failed:
         print(f"Failed: {', '.join(failed)}")
         return 1
-    return _feedback_round(api, conn, url, deadline, generations)
+    return _feedback_round(api, url, deadline, generations, search)
 
 
-def _feedback_round(api, conn, url: str, deadline: float, generations: Generations) -> int:
-    """Clicks -> learned term -> re-embedded -> ranked higher, with no person involved."""
+def _feedback_round(api, url: str, deadline: float, generations: Generations,
+                    search: SearchServer) -> int:
+    """The loop through the search API: search -> clicks -> `feedback learn` -> re-embedded
+    (a new cache generation) -> the clicked row ranks higher; no person involved."""
     learner = next(b for b in api.objects(PLURAL, NAMESPACE)
                    if b["metadata"]["name"] == LEARNER)
     yacht = learner["spec"]["yachtId"]
-    with conn.cursor() as cur:
-        cur.execute("SELECT object_type, object_id FROM search_index WHERE yacht_id = %s "
-                    "AND object_type = 'equipment' AND embedding_status = 'embedded' "
-                    "ORDER BY object_id LIMIT 1", (yacht,))
-        object_type, object_id = cur.fetchone()
-    query_vector = HashProvider(1536).embed([normalize_query(QUERY)]).vectors[0]
-    before = search_rank(conn, yacht, object_id, query_vector)
+    search.wait_healthy()
+    print()
+    for line in _wrap(f"Feedback round on {LEARNER} (mode Continuous), through the search "
+                      f"API (`f1backfill serve` at {search.url}):"):
+        print(line)
+    users = [search.token(yacht) for _ in range(3)]
+    first = search.search(users[0], QUERY)
+    again = search.search(users[0], QUERY)
+    if first.status != 200 or again.status != 200 or not first.body["results"]:
+        print(f"  The search failed: {first.status} {first.body}")
+        return 1
+    hits = first.body["results"]
+    position = min(CLICKED_POSITION, len(hits))
+    clicked = hits[position - 1]
+    label = f"{clicked['object_type']} {clicked['object_id'][:8]}"
+    _step(1, f"GET /api/f1/search?q={QUERY}: {len(hits)} results "
+          f"({_cache_word(first)}, {first.seconds * 1000:.0f} ms); asked again: "
+          f"{_cache_word(again)} ({again.seconds * 1000:.0f} ms). Result {position} is {label}.")
+    statuses = []
+    for user in users:
+        answer = search.click(user, search_id=first.body["search_id"], query_text=QUERY,
+                              clicked_object_type=clicked["object_type"],
+                              clicked_object_id=clicked["object_id"], click_position=position)
+        statuses.append(answer.status)
+    _step(2, f"POST /api/analytics/search-click: three users click {label} at position "
+          f"{position}: {', '.join(map(str, statuses))}.")
+    if statuses != [202, 202, 202]:
+        return 1
     generation_before = read_generations(generations, [learner])[LEARNER]
-    print(f"\nFeedback round on {LEARNER} (mode Continuous): three users search "
-          f"{QUERY!r} and click {object_type} {str(object_id)[:8]}, ranked {before}.")
-    for position in (4, 5, 6):
-        record_click(conn, org_id=str(uuid.uuid4()), yacht_id=yacht,
-                     user_id=str(uuid.uuid4()), query_text=QUERY, object_type=object_type,
-                     object_id=str(object_id), position=position)
     result = learn(FeedbackSettings.from_env({}, database_url=url))
-    print(f"`f1backfill feedback learn` added {result.total_terms} term; the row is "
-          "re-queued, and the operator re-admits the backfill...")
+    _step(3, f"`f1backfill feedback learn` added {result.total_terms} term to {label}; "
+          "the row is re-queued, and the operator re-admits the backfill...")
     while True:
         status = next(b for b in api.objects(PLURAL, NAMESPACE)
                       if b["metadata"]["name"] == LEARNER).get("status") or {}
@@ -392,15 +420,28 @@ def _feedback_round(api, conn, url: str, deadline: float, generations: Generatio
             print("The feedback round did not finish in time.")
             return 1
         time.sleep(0.3)
-    after = search_rank(conn, yacht, object_id, query_vector)
-    print(f"Re-embedded by Job {status['admissions']} of {LEARNER}: for {QUERY!r} the clicked "
-          f"{object_type} now ranks {after} (was {before}).")
     generation_after = read_generations(generations, [learner])[LEARNER]
     bumped = None not in (generation_before, generation_after) and \
         generation_after > generation_before
-    print(f"Its search cache generation went from {generation_before} to {generation_after}: "
-          "results cached before the re-embed are not served after it." if bumped else
-          f"Its search cache generation did not move ({generation_before} -> "
-          f"{generation_after}): cached results would outlive the re-embed.")
-    ranked_higher = after is not None and before is not None and after < before
-    return 0 if ranked_higher and bumped else 1
+    _step(4, f"Re-embedded by Job {status['admissions']} of {LEARNER}. "
+          + (f"Its search cache generation went from {generation_before} to "
+             f"{generation_after}: results cached before the re-embed are not served after it."
+             if bumped else
+             f"Its search cache generation did not move ({generation_before} -> "
+             f"{generation_after}): cached results would outlive the re-embed."))
+    after = search.search(users[0], QUERY)
+    ids = [hit["object_id"] for hit in after.body.get("results", [])]
+    rank = ids.index(clicked["object_id"]) + 1 if clicked["object_id"] in ids else None
+    _step(5, f"GET /api/f1/search?q={QUERY}: {_cache_word(after)}; {label} now ranks "
+          f"{rank or f'below {len(ids)}'} (was {position}).")
+    ranked_higher = rank is not None and rank < position
+    return 0 if ranked_higher and bumped and not after.body.get("cached") else 1
+
+
+def _step(number: int, text: str) -> None:
+    print("\n".join(textwrap.wrap(text, WIDTH, initial_indent=f"  {number}. ",
+                                   subsequent_indent="     ", break_on_hyphens=False)))
+
+
+def _cache_word(answer: Answer) -> str:
+    return "a cache hit" if answer.body.get("cached") else "a cache miss"
