@@ -145,10 +145,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServeSettings
-    from .frontdoor.server import serve
+    from .frontdoor.server import auth_settings, serve
 
     settings = ServeSettings.from_env()
     _check_database_url(settings.database_url)
+    auth_settings(settings).validate()
     _setup_logging(settings.log_level)
     logging.getLogger("f1backfill.serve").info(
         "serving on %s:%d with %s", args.host, args.port, settings.redacted())

@@ -374,6 +374,7 @@ class ServeSettings(_Settings):
     def validate(self) -> None:
         super().validate()
         _check_provider("EMBEDDING_PROVIDER", self.provider)
+        _check_redis_url("REDIS_URL", self.redis_url)
         if self.provider == Provider.OPENAI and not self.openai_api_key:
             raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
         if self.default_limit > self.max_limit:

@@ -150,6 +150,24 @@ CASES: dict[str, Case] = {
                                    UNREACHABLE),
     "operator-no-database-url": Case(("operator",), ("DATABASE_URL is not set", URL_HINT),
                                      UNSET),
+    # serve: its settings are checked before it starts anything (a local Redis included).
+    "serve-no-database-url": Case(("serve",), ("DATABASE_URL is not set", URL_HINT), UNSET),
+    "serve-no-jwt-secret": Case(("serve",), ("JWT_SECRET is required with JWT_ALGORITHM=HS256",)),
+    "serve-short-jwt-secret": Case(("serve",), ("JWT_SECRET must be at least 32 bytes",),
+                                   env={"JWT_SECRET": PASSWORD}),
+    "serve-alg-none": Case(("serve",), ("JWT_ALGORITHM must be one of",),
+                           env={"JWT_ALGORITHM": "none", "JWT_SECRET": "x" * 32}),
+    "serve-jwks-without-algorithm": Case(("serve",), ("JWT_JWKS_URL is set but",),
+                                         env={"JWT_JWKS_URL": "https://idp.example/jwks"}),
+    "serve-roles": Case(("serve",), ("SEARCH_ROLE_OBJECT_TYPES", "'captain'", "role=type"),
+                        env={"JWT_SECRET": "x" * 32, "SEARCH_ROLE_OBJECT_TYPES": "captain"}),
+    "serve-redis-url": Case(("serve",), ("REDIS_URL", "redis://"),
+                            env={"JWT_SECRET": "x" * 32,
+                                 "REDIS_URL": f"http://u:{PASSWORD}@cache:80"}),
+    "serve-port": Case(("serve", "--port", "70000"), ("--port", "'70000'")),
+    "serve-limits": Case(("serve",), ("SEARCH_DEFAULT_LIMIT", "SEARCH_MAX_LIMIT"),
+                         env={"JWT_SECRET": "x" * 32, "SEARCH_DEFAULT_LIMIT": "50",
+                              "SEARCH_MAX_LIMIT": "10"}),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 
 import redis.asyncio as aioredis
@@ -57,9 +58,18 @@ def redis_for(settings: ServeSettings) -> Iterator[str]:
         yield local.url
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: ServeSettings, *, host: str, port: int) -> None:
     import uvicorn
 
+    auth_settings(settings).validate()  # refused before anything starts
+    # SIGTERM ends `serve` by SystemExit, so the local Redis is stopped on the way out: before
+    # uvicorn runs, and after its graceful shutdown, when it raises the signal it caught again
+    # (which, by default, would end the process there and then).
+    signal.signal(signal.SIGTERM, _exit)
     with redis_for(settings) as redis_url:
         app = create_app(build_door(settings, redis_url))
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
