@@ -26,7 +26,7 @@ help: ## this list
 demo: $(STAMP) ## the whole product in a local sandbox (no cluster, key or database)
 	$(BIN)/f1sandbox demo
 
-test: $(STAMP) ## lint + the whole test suite (~3 min)
+test: $(STAMP) ## lint + the whole test suite (~7 min)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q
 
