@@ -191,6 +191,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                            "baseUrl": "https://llm.example.com/v1"}}, ()),
     "watch-namespaces": ({"watchNamespaces": ["fleet-a", "fleet-b"]}, ()),
     "redis": ({"redis": {"existingSecret": "f1backfill-redis"}}, ()),
+    "redis-in-chart": ({"redis": {"enabled": True}, "watchNamespaces": ["fleet-a"]}, ()),
+    # What `make kind-up` installs.
+    "kind": ({"postgresql": {"enabled": True}, "redis": {"enabled": True},
+              "demo": {"seed": True}}, ()),
     "replicas": ({"replicaCount": 2}, ()),
     "standalone": ({"operator": {"peering": {"standalone": True}}}, ()),
     "everything": ({

@@ -51,6 +51,9 @@ CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PodMonit
 # Settings the chart leaves to the operator's default on purpose (operator.extraEnv can
 # still set them): the image's own entry point, not a user's choice.
 NOT_EXPOSED = {"WORKER_COMMAND"}
+# The operator's Deployment is called the release's full name; the other Deployments
+# (the in-chart Redis, the search front door) add a suffix.
+OPERATOR = "f1backfill"
 
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))
@@ -69,7 +72,7 @@ def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 def operator_env(objects: list[dict]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment")
+    deployment = one(objects, "Deployment", OPERATOR)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
@@ -126,7 +129,7 @@ def test_every_rendered_object_is_valid_for_kubernetes_in_strict_mode(scenario):
 
 
 def test_the_validator_is_strict():
-    deployment = one(render(), "Deployment")
+    deployment = one(render(), "Deployment", OPERATOR)
     deployment["spec"]["template"]["spec"]["containers"][0]["bogus"] = True
     with pytest.raises(kubernetes_validate.ValidationError, match="bogus"):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
@@ -194,7 +197,7 @@ def test_defaults_match_the_operators_own():
 
 def test_workers_run_the_operators_image():
     deployment = one(render({"image": {"repository": "registry.example/f1", "tag": "1.2.3"}}),
-                     "Deployment")
+                     "Deployment", OPERATOR)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/f1:1.2.3"
     assert container["command"] == ["f1backfill", "operator"]
@@ -204,7 +207,7 @@ def test_workers_run_the_operators_image():
 
 
 def test_probes_hit_kopfs_liveness_endpoint():
-    deployment = one(render(), "Deployment")
+    deployment = one(render(), "Deployment", OPERATOR)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -219,7 +222,7 @@ def test_probes_hit_kopfs_liveness_endpoint():
     ({"operator": {"peering": {"standalone": True}}}, "Recreate"),
 ])
 def test_rollout_strategy_never_overlaps_two_operators_without_peering(values, strategy):
-    deployment = one(render(values), "Deployment")
+    deployment = one(render(values), "Deployment", OPERATOR)
     assert deployment["spec"]["strategy"]["type"] == strategy
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
 
@@ -240,6 +243,18 @@ def test_no_redis_by_default():
         "", "", "REDIS_URL")
 
 
+def job_env(env: dict[str, Any]) -> dict[str, dict]:
+    """The env of a Job the operator creates with the settings the chart gives it."""
+    plain = {key: value for key, value in env.items() if isinstance(value, str)}
+    settings = OperatorSettings.from_env({**plain, "DATABASE_URL": "postgresql://x/y",
+                                          "REDIS_URL": "redis://:pw@cache:6379/0"})
+    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
+                                created=datetime(2025, 1, 1, tzinfo=UTC),
+                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
+    return {e["name"]: e for e in build_job(backfill, 1, settings)["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+
+
 def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
     values = {"redis": {"existingSecret": "search-cache", "key": "url"}}
     env = operator_env(render(values))
@@ -247,16 +262,8 @@ def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
     assert (env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == ("search-cache",
                                                                              "url")
     # What the operator makes of it: each Job references the Secret, never the value.
-    plain = {key: value for key, value in env.items() if isinstance(value, str)}
-    settings = OperatorSettings.from_env({**plain, "DATABASE_URL": "postgresql://x/y",
-                                          "REDIS_URL": "redis://:pw@cache:6379/0"})
-    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
-                                created=datetime(2025, 1, 1, tzinfo=UTC),
-                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
-    job_env = {e["name"]: e for e in build_job(backfill, 1, settings)["spec"]["template"][
-        "spec"]["containers"][0]["env"]}
-    assert job_env["REDIS_URL"] == {"name": "REDIS_URL",
-                                    "valueFrom": env_from("search-cache", "url")}
+    assert job_env(env)["REDIS_URL"] == {"name": "REDIS_URL",
+                                         "valueFrom": env_from("search-cache", "url")}
 
 
 def test_redis_needs_no_rbac():
@@ -377,6 +384,81 @@ def test_a_generated_password_is_the_same_in_every_copy():
     assert len(password) == 32 and f":{password}@" in urls.pop()
 
 
+# --- the in-chart Redis ----------------------------------------------------------------------
+
+REDIS = "f1backfill-redis"
+
+
+def b64(secret: dict, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def containers_of(deployment: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+def test_no_in_chart_redis_by_default():
+    objects = render()
+    assert not [o for o in objects if o["metadata"]["name"] == REDIS]
+
+
+def test_in_chart_redis_is_one_cache_pod_that_persists_nothing():
+    objects = render_scenario("redis-in-chart")
+    deployment = one(objects, "Deployment", REDIS)
+    assert deployment["spec"]["replicas"] == 1
+    # Two servers behind the Service during a rollout would split the generations.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert [set(v) - {"name"} for v in pod["volumes"]] == [{"emptyDir"}]
+    assert not by_kind(objects, "StatefulSet") and not by_kind(objects,
+                                                               "PersistentVolumeClaim")
+    container = containers_of(deployment)["redis"]
+    assert container["image"] == "redis:7.4-alpine"
+    command = container["command"][-1]
+    for flag in ('--save ""', "--appendonly no", "--maxmemory 192mb",
+                 "--maxmemory-policy volatile-lru", '--requirepass "$REDIS_PASSWORD"'):
+        assert flag in command, flag
+    assert "redis-cli ping" in " ".join(container["readinessProbe"]["exec"]["command"])
+    service = one(objects, "Service", REDIS)
+    assert service["spec"]["ports"][0]["port"] == 6379
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_in_chart_redis_secret_in_every_namespace_where_workers_run():
+    objects = render({"redis": {"enabled": True, "password": "s3cret"},
+                      "watchNamespaces": ["fleet-a"],
+                      "database": {"workerSecretNamespaces": ["default"]}})
+    secrets = {s["metadata"]["namespace"]: s for s in by_kind(objects, "Secret")}
+    assert sorted(secrets) == ["default", NAMESPACE, "fleet-a"]
+    assert {s["metadata"]["name"] for s in secrets.values()} == {REDIS}
+    assert {b64(s, "REDIS_URL") for s in secrets.values()} == {
+        "redis://:s3cret@f1backfill-redis.f1backfill-system.svc.cluster.local:6379/0"}
+    # Only the release namespace's copy carries the server's password on its own, and the
+    # server reads it from there.
+    assert [ns for ns, s in secrets.items() if "REDIS_PASSWORD" in s["data"]] == [NAMESPACE]
+    env = {e["name"]: e for e in containers_of(one(objects, "Deployment", REDIS))["redis"]["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"] == env_from(REDIS, "REDIS_PASSWORD")
+
+
+def test_a_generated_redis_password_is_the_same_in_every_copy():
+    secrets = by_kind(render_scenario("redis-in-chart"), "Secret")
+    assert len(secrets) == 2
+    urls = {b64(s, "REDIS_URL") for s in secrets}
+    assert len(urls) == 1
+    (own,) = [s for s in secrets if s["metadata"]["namespace"] == NAMESPACE]
+    password = b64(own, "REDIS_PASSWORD")
+    assert len(password) == 32 and password.isalnum() and f":{password}@" in urls.pop()
+
+
+def test_the_operator_and_the_workers_read_the_in_chart_redis_secret():
+    # redis.existingSecret and redis.key are ignored: the chart's own Secret wins.
+    objects = render({"redis": {"enabled": True, "existingSecret": "other", "key": "url"}})
+    env = operator_env(objects)
+    assert env["REDIS_URL"] == env_from(REDIS, "REDIS_URL")
+    assert (env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == (REDIS, "REDIS_URL")
+    assert job_env(env)["REDIS_URL"]["valueFrom"] == env_from(REDIS, "REDIS_URL")
+
+
 # --- hook Jobs ---------------------------------------------------------------------------------
 
 
@@ -470,7 +552,7 @@ def test_chart_jobs_never_look_like_the_operators_embedding_jobs(scenario):
 def test_metrics_service_targets_the_operators_metrics_port():
     objects = render()
     service = one(objects, "Service", "f1backfill-metrics")
-    deployment = one(objects, "Deployment")
+    deployment = one(objects, "Deployment", OPERATOR)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090,

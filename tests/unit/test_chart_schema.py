@@ -34,6 +34,12 @@ BAD_VALUES = {
     "redis-secret-name": ({"redis": {"existingSecret": "Search_Cache"}},
                           "/redis/existingSecret"),
     "redis-secret-key": ({"redis": {"key": "a key"}}, "/redis/key"),
+    "redis-max-memory": ({"redis": {"enabled": True, "maxMemory": "192mb --save 60"}},
+                         "/redis/maxMemory"),
+    "redis-password-not-url-safe": ({"redis": {"enabled": True, "password": "p@ss/word"}},
+                                    "/redis/password"),
+    "redis-pull-policy": ({"redis": {"image": {"pullPolicy": "Sometimes"}}},
+                          "/redis/image/pullPolicy"),
     "standalone-with-replicas": ({"replicaCount": 2,
                                   "operator": {"peering": {"standalone": True}}},
                                  "/replicaCount"),
@@ -94,6 +100,7 @@ GOOD_VALUES = {
                            "openai": {"existingSecret": "key", "baseUrl": "http://llm:8000/v1"}},
     "dlq-equal-thresholds": {"dlq": {"warningThreshold": 10, "criticalThreshold": 10}},
     "redis": {"redis": {"existingSecret": "f1backfill-redis", "key": "REDIS_URL"}},
+    "in-chart-redis-needs-no-secret": {"redis": {"enabled": True, "existingSecret": ""}},
     "cron-macro": {"feedback": {"enabled": True, "schedule": "@daily"}},
 }
 

@@ -79,6 +79,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The Secret holding REDIS_URL, read by the operator, the worker Jobs (WORKER_REDIS_SECRET)
+and the search front door: the chart's own with the in-chart Redis; empty = no Redis.
+*/}}
+{{- define "f1backfill.redisSecretName" -}}
+{{- if .Values.redis.enabled }}
+{{- include "f1backfill.redisName" . }}
+{{- else }}
+{{- .Values.redis.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "f1backfill.redisSecretKey" -}}
+{{- if .Values.redis.enabled }}REDIS_URL{{ else }}{{ .Values.redis.key }}{{ end }}
+{{- end }}
+
+{{/* The in-chart Redis: its Deployment, its Service and the Secret with its URL. */}}
+{{- define "f1backfill.redisName" -}}
+{{- printf "%s-redis" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 Namespaces where worker Jobs run and so need the database Secret: the release's, the
 watched ones and any listed in database.workerSecretNamespaces. A JSON list (fromJsonArray).
 */}}
