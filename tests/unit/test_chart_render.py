@@ -34,9 +34,12 @@ from tests.support.helm import (
     MONITORING,
     NAMESPACE,
     SCENARIOS,
+    by_kind,
+    container_env,
     helm_binary,
     helm_env,
     lint,
+    one,
     render,
     render_scenario,
     require_helm,
@@ -61,20 +64,8 @@ def scenario(request) -> tuple[str, list[dict[str, Any]]]:
     return request.param, render_scenario(request.param)
 
 
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
-    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{len(found)} {kind} {name or ''}"
-    return found[0]
-
-
 def operator_env(objects: list[dict]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment", OPERATOR)
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    return container_env(one(objects, "Deployment", OPERATOR))
 
 
 def exported_metrics() -> set[str]:
@@ -190,9 +181,11 @@ def test_defaults_match_the_operators_own():
     defaults = OperatorSettings(database_url="postgresql://x/y")
     differing = {f.name for f in fields(OperatorSettings)
                  if getattr(from_chart, f.name) != getattr(defaults, f.name)}
-    # The chart names its own image; everything else is the operator's default.
-    assert differing == {"worker_image"}
+    # The chart names its own image, and the Redis Secret the workers share with the search
+    # front door (on by default, it needs one); everything else is the operator's default.
+    assert differing == {"worker_image", "redis_secret_name"}
     assert from_chart.worker_image == "f1backfill:0.1.0"
+    assert from_chart.redis_secret_name == "f1backfill-redis"
 
 
 def test_workers_run_the_operators_image():
@@ -237,8 +230,8 @@ def test_openai_provider_reads_the_key_secret_and_base_url():
     assert "OPENAI_API_KEY" not in env  # the operator never holds the key; workers do
 
 
-def test_no_redis_by_default():
-    env = operator_env(render())
+def test_no_redis_for_the_operator_alone():
+    env = operator_env(render_scenario("no-search"))
     assert (env["REDIS_URL"], env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == (
         "", "", "REDIS_URL")
 
@@ -568,7 +561,7 @@ def test_monitoring_objects_need_the_value_and_the_api():
 
 def test_service_monitor_selects_the_metrics_service():
     objects = render_scenario("monitoring")
-    monitor = one(objects, "ServiceMonitor")
+    monitor = one(objects, "ServiceMonitor", "f1backfill")
     service = one(objects, "Service", "f1backfill-metrics")
     assert monitor["apiVersion"] == MONITORING
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -693,7 +686,8 @@ def test_notes_tell_the_user_how_to_watch_the_fleet(name):
     notes = result.stdout[result.stdout.index("NOTES:"):]
     for command in ("kubectl get yachtbackfills -A -w", "kubectl get yb -A -w",
                     "kubectl describe yb", "-f manifests/samples/",
-                    "kubectl apply --server-side --force-conflicts -f charts/f1backfill/crds/"):
+                    "kubectl apply --server-side --force-conflicts -f charts/f1backfill/crds/",
+                    "port-forward svc/f1backfill-search 8000"):
         assert command in notes, command
     assert ("does not\n   serve monitoring.coreos.com/v1" in notes) == (name == "everything")
 

@@ -140,7 +140,7 @@ def test_every_kind_of_pod_template_is_checked():
     kinds = {(obj["kind"], obj["metadata"]["labels"]["app.kubernetes.io/component"])
              for _, obj, _, _ in PODS}
     assert kinds == {("Deployment", "operator"), ("StatefulSet", "database"),
-                     ("Deployment", "cache"),
+                     ("Deployment", "cache"), ("Deployment", "search"),
                      ("Job", "migrations"), ("Job", "demo-seed"), ("CronJob", "feedback")}
 
 
