@@ -93,23 +93,32 @@ image: ## docker build the product image (IMAGE_REPOSITORY:IMAGE_TAG)
 demo-image: ## docker build the demo image: the product plus the sandbox
 	$(DOCKER) build --target demo -t $(DEMO_IMAGE) .
 
-kind-up: image demo-image ## a kind cluster with both images, the chart and the samples
+kind-up: image demo-image ## a kind cluster with both images, the chart (Postgres, Redis, search) and the samples
 	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then \
 		echo "kind cluster $(KIND_CLUSTER) already exists"; \
 	else \
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml; \
 	fi
 	$(KIND) load docker-image $(IMAGE) $(DEMO_IMAGE) --name $(KIND_CLUSTER)
+	$(KUBECTL) --context $(KIND_CONTEXT) create namespace $(RELEASE_NAMESPACE) \
+		--dry-run=client -o yaml | $(KUBECTL) --context $(KIND_CONTEXT) apply -f -
+	@# The search front door's token secret (search.jwt.existingSecret): made once, kept by
+	@# later runs so that tokens minted before stay valid.
+	$(KUBECTL) --context $(KIND_CONTEXT) -n $(RELEASE_NAMESPACE) get secret f1backfill-jwt \
+		>/dev/null 2>&1 || $(KUBECTL) --context $(KIND_CONTEXT) -n $(RELEASE_NAMESPACE) \
+		create secret generic f1backfill-jwt \
+		--from-literal=JWT_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')
 	$(HELM) upgrade --install $(RELEASE) charts/f1backfill --kube-context $(KIND_CONTEXT) \
 		--namespace $(RELEASE_NAMESPACE) --create-namespace \
 		--set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
-		--set postgresql.enabled=true --set demo.seed=true \
+		--set postgresql.enabled=true --set redis.enabled=true --set demo.seed=true \
 		--set demo.image.repository=$(DEMO_IMAGE_REPOSITORY) --set demo.image.tag=$(IMAGE_TAG) \
 		--wait --timeout $(HELM_TIMEOUT)
 	$(KUBECTL) --context $(KIND_CONTEXT) apply -n $(RELEASE_NAMESPACE) -f manifests/samples/
 	@echo
 	@echo "Watch the fleet:   $(KUBECTL) --context $(KIND_CONTEXT) get yb -n $(RELEASE_NAMESPACE) -w"
 	@echo "One yacht's story: $(KUBECTL) --context $(KIND_CONTEXT) describe yb -n $(RELEASE_NAMESPACE) NAME"
+	@echo "Search:            $(KUBECTL) --context $(KIND_CONTEXT) port-forward -n $(RELEASE_NAMESPACE) svc/$(RELEASE)-search 8000  (docs/chart.md)"
 	@echo "Runbook:           docs/RUNBOOK.md;  tear down with: make kind-down"
 
 kind-down: ## delete the kind cluster

@@ -79,11 +79,16 @@ USAGE = f"""\
 #   kubectl create namespace {NAMESPACE}
 #   kubectl -n {NAMESPACE} create secret generic f1backfill-database \\
 #     --from-literal=DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB
+#   kubectl -n {NAMESPACE} create secret generic f1backfill-redis \\
+#     --from-literal=REDIS_URL=redis://:PASSWORD@HOST:6379/0
+#   kubectl -n {NAMESPACE} create secret generic f1backfill-jwt \\
+#     --from-literal=JWT_SECRET=$(openssl rand -hex 32)
 #   kubectl apply --server-side -f manifests/crds.yaml
 #   kubectl wait --for condition=established --timeout=60s -f manifests/crds.yaml
 #   kubectl apply -f manifests/f1backfill.yaml
 #   kubectl apply -n {NAMESPACE} -f manifests/samples/
-# The database Secret must also exist in every other namespace with YachtBackfills.
+# The database and Redis Secrets must also exist in every other namespace with
+# YachtBackfills. The search front door: kubectl port-forward svc/f1backfill-search 8000.
 # Upgrading: apply both files again, CRDs first (with --server-side).
 """
 

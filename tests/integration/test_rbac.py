@@ -156,7 +156,8 @@ def check(calls: list[Call], objects: list[dict]) -> None:
 
 def chart_env(objects: list[dict]) -> dict[str, str]:
     """The settings that shape the operator's API calls, as the chart's Deployment sets them."""
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"
+                     and o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     env = {e["name"]: e.get("value") for e in
            deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     return {key: env[key] for key in ("WATCH_NAMESPACES", "PEERING_NAME", "STANDALONE")}

@@ -169,6 +169,23 @@ def render(values: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    """The one object of that kind (and name); fails the test when there are none or more."""
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind} {name or ''}"
+    return found[0]
+
+
+def container_env(workload: dict) -> dict[str, Any]:
+    """{name: value, or its valueFrom} of a workload's one container."""
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
 def lint(values: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
     return run_helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE,
                     *values_args(values or {}), check=False)
@@ -191,6 +208,16 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                            "baseUrl": "https://llm.example.com/v1"}}, ()),
     "watch-namespaces": ({"watchNamespaces": ["fleet-a", "fleet-b"]}, ()),
     "redis": ({"redis": {"existingSecret": "f1backfill-redis"}}, ()),
+    "redis-in-chart": ({"redis": {"enabled": True}, "watchNamespaces": ["fleet-a"]}, ()),
+    "search-jwks": ({"search": {"jwt": {
+        "existingSecret": "", "algorithm": "RS256",
+        "jwksUrl": "https://id.example.com/.well-known/jwks.json",
+        "audience": "f1-search", "issuer": "https://id.example.com/"}}}, ()),
+    # The operator alone: no front door, no Redis.
+    "no-search": ({"search": {"enabled": False}, "redis": {"existingSecret": ""}}, ()),
+    # What `make kind-up` installs.
+    "kind": ({"postgresql": {"enabled": True}, "redis": {"enabled": True},
+              "demo": {"seed": True}}, ()),
     "replicas": ({"replicaCount": 2}, ()),
     "standalone": ({"operator": {"peering": {"standalone": True}}}, ()),
     "everything": ({
@@ -206,6 +233,13 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         "imagePullSecrets": [{"name": "regcred"}],
         "worker": {"serviceAccountName": "f1backfill-worker"},
         "redis": {"existingSecret": "f1backfill-redis", "key": "url"},
+        "search": {"replicas": 3, "cacheTtlSeconds": 600, "logLevel": "DEBUG",
+                   "roleObjectTypes": {"crew": None, "deckhand": ["work_order"]},
+                   "jwt": {"existingSecret": "search-jwt", "key": "secret",
+                           "audience": "f1-search"},
+                   "embedding": {"model": "text-embedding-3-large"},
+                   "serviceAccount": {"name": "f1-search"},
+                   "extraEnv": [{"name": "SEARCH_MAX_LIMIT", "value": "50"}]},
     }, (MONITORING,)),
 }
 

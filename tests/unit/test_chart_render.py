@@ -34,9 +34,12 @@ from tests.support.helm import (
     MONITORING,
     NAMESPACE,
     SCENARIOS,
+    by_kind,
+    container_env,
     helm_binary,
     helm_env,
     lint,
+    one,
     render,
     render_scenario,
     require_helm,
@@ -51,6 +54,9 @@ CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PodMonit
 # Settings the chart leaves to the operator's default on purpose (operator.extraEnv can
 # still set them): the image's own entry point, not a user's choice.
 NOT_EXPOSED = {"WORKER_COMMAND"}
+# The operator's Deployment is called the release's full name; the other Deployments
+# (the in-chart Redis, the search front door) add a suffix.
+OPERATOR = "f1backfill"
 
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))
@@ -58,20 +64,8 @@ def scenario(request) -> tuple[str, list[dict[str, Any]]]:
     return request.param, render_scenario(request.param)
 
 
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
-    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{len(found)} {kind} {name or ''}"
-    return found[0]
-
-
 def operator_env(objects: list[dict]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    return container_env(one(objects, "Deployment", OPERATOR))
 
 
 def exported_metrics() -> set[str]:
@@ -126,7 +120,7 @@ def test_every_rendered_object_is_valid_for_kubernetes_in_strict_mode(scenario):
 
 
 def test_the_validator_is_strict():
-    deployment = one(render(), "Deployment")
+    deployment = one(render(), "Deployment", OPERATOR)
     deployment["spec"]["template"]["spec"]["containers"][0]["bogus"] = True
     with pytest.raises(kubernetes_validate.ValidationError, match="bogus"):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
@@ -187,14 +181,16 @@ def test_defaults_match_the_operators_own():
     defaults = OperatorSettings(database_url="postgresql://x/y")
     differing = {f.name for f in fields(OperatorSettings)
                  if getattr(from_chart, f.name) != getattr(defaults, f.name)}
-    # The chart names its own image; everything else is the operator's default.
-    assert differing == {"worker_image"}
+    # The chart names its own image, and the Redis Secret the workers share with the search
+    # front door (on by default, it needs one); everything else is the operator's default.
+    assert differing == {"worker_image", "redis_secret_name"}
     assert from_chart.worker_image == "f1backfill:0.1.0"
+    assert from_chart.redis_secret_name == "f1backfill-redis"
 
 
 def test_workers_run_the_operators_image():
     deployment = one(render({"image": {"repository": "registry.example/f1", "tag": "1.2.3"}}),
-                     "Deployment")
+                     "Deployment", OPERATOR)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/f1:1.2.3"
     assert container["command"] == ["f1backfill", "operator"]
@@ -204,7 +200,7 @@ def test_workers_run_the_operators_image():
 
 
 def test_probes_hit_kopfs_liveness_endpoint():
-    deployment = one(render(), "Deployment")
+    deployment = one(render(), "Deployment", OPERATOR)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -219,7 +215,7 @@ def test_probes_hit_kopfs_liveness_endpoint():
     ({"operator": {"peering": {"standalone": True}}}, "Recreate"),
 ])
 def test_rollout_strategy_never_overlaps_two_operators_without_peering(values, strategy):
-    deployment = one(render(values), "Deployment")
+    deployment = one(render(values), "Deployment", OPERATOR)
     assert deployment["spec"]["strategy"]["type"] == strategy
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
 
@@ -234,10 +230,22 @@ def test_openai_provider_reads_the_key_secret_and_base_url():
     assert "OPENAI_API_KEY" not in env  # the operator never holds the key; workers do
 
 
-def test_no_redis_by_default():
-    env = operator_env(render())
+def test_no_redis_for_the_operator_alone():
+    env = operator_env(render_scenario("no-search"))
     assert (env["REDIS_URL"], env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == (
         "", "", "REDIS_URL")
+
+
+def job_env(env: dict[str, Any]) -> dict[str, dict]:
+    """The env of a Job the operator creates with the settings the chart gives it."""
+    plain = {key: value for key, value in env.items() if isinstance(value, str)}
+    settings = OperatorSettings.from_env({**plain, "DATABASE_URL": "postgresql://x/y",
+                                          "REDIS_URL": "redis://:pw@cache:6379/0"})
+    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
+                                created=datetime(2025, 1, 1, tzinfo=UTC),
+                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
+    return {e["name"]: e for e in build_job(backfill, 1, settings)["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
 
 
 def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
@@ -247,16 +255,8 @@ def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
     assert (env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == ("search-cache",
                                                                              "url")
     # What the operator makes of it: each Job references the Secret, never the value.
-    plain = {key: value for key, value in env.items() if isinstance(value, str)}
-    settings = OperatorSettings.from_env({**plain, "DATABASE_URL": "postgresql://x/y",
-                                          "REDIS_URL": "redis://:pw@cache:6379/0"})
-    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
-                                created=datetime(2025, 1, 1, tzinfo=UTC),
-                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
-    job_env = {e["name"]: e for e in build_job(backfill, 1, settings)["spec"]["template"][
-        "spec"]["containers"][0]["env"]}
-    assert job_env["REDIS_URL"] == {"name": "REDIS_URL",
-                                    "valueFrom": env_from("search-cache", "url")}
+    assert job_env(env)["REDIS_URL"] == {"name": "REDIS_URL",
+                                         "valueFrom": env_from("search-cache", "url")}
 
 
 def test_redis_needs_no_rbac():
@@ -377,6 +377,81 @@ def test_a_generated_password_is_the_same_in_every_copy():
     assert len(password) == 32 and f":{password}@" in urls.pop()
 
 
+# --- the in-chart Redis ----------------------------------------------------------------------
+
+REDIS = "f1backfill-redis"
+
+
+def b64(secret: dict, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def containers_of(deployment: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+def test_no_in_chart_redis_by_default():
+    objects = render()
+    assert not [o for o in objects if o["metadata"]["name"] == REDIS]
+
+
+def test_in_chart_redis_is_one_cache_pod_that_persists_nothing():
+    objects = render_scenario("redis-in-chart")
+    deployment = one(objects, "Deployment", REDIS)
+    assert deployment["spec"]["replicas"] == 1
+    # Two servers behind the Service during a rollout would split the generations.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert [set(v) - {"name"} for v in pod["volumes"]] == [{"emptyDir"}]
+    assert not by_kind(objects, "StatefulSet") and not by_kind(objects,
+                                                               "PersistentVolumeClaim")
+    container = containers_of(deployment)["redis"]
+    assert container["image"] == "redis:7.4-alpine"
+    command = container["command"][-1]
+    for flag in ('--save ""', "--appendonly no", "--maxmemory 192mb",
+                 "--maxmemory-policy volatile-lru", '--requirepass "$REDIS_PASSWORD"'):
+        assert flag in command, flag
+    assert "redis-cli ping" in " ".join(container["readinessProbe"]["exec"]["command"])
+    service = one(objects, "Service", REDIS)
+    assert service["spec"]["ports"][0]["port"] == 6379
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_in_chart_redis_secret_in_every_namespace_where_workers_run():
+    objects = render({"redis": {"enabled": True, "password": "s3cret"},
+                      "watchNamespaces": ["fleet-a"],
+                      "database": {"workerSecretNamespaces": ["default"]}})
+    secrets = {s["metadata"]["namespace"]: s for s in by_kind(objects, "Secret")}
+    assert sorted(secrets) == ["default", NAMESPACE, "fleet-a"]
+    assert {s["metadata"]["name"] for s in secrets.values()} == {REDIS}
+    assert {b64(s, "REDIS_URL") for s in secrets.values()} == {
+        "redis://:s3cret@f1backfill-redis.f1backfill-system.svc.cluster.local:6379/0"}
+    # Only the release namespace's copy carries the server's password on its own, and the
+    # server reads it from there.
+    assert [ns for ns, s in secrets.items() if "REDIS_PASSWORD" in s["data"]] == [NAMESPACE]
+    env = {e["name"]: e for e in containers_of(one(objects, "Deployment", REDIS))["redis"]["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"] == env_from(REDIS, "REDIS_PASSWORD")
+
+
+def test_a_generated_redis_password_is_the_same_in_every_copy():
+    secrets = by_kind(render_scenario("redis-in-chart"), "Secret")
+    assert len(secrets) == 2
+    urls = {b64(s, "REDIS_URL") for s in secrets}
+    assert len(urls) == 1
+    (own,) = [s for s in secrets if s["metadata"]["namespace"] == NAMESPACE]
+    password = b64(own, "REDIS_PASSWORD")
+    assert len(password) == 32 and password.isalnum() and f":{password}@" in urls.pop()
+
+
+def test_the_operator_and_the_workers_read_the_in_chart_redis_secret():
+    # redis.existingSecret and redis.key are ignored: the chart's own Secret wins.
+    objects = render({"redis": {"enabled": True, "existingSecret": "other", "key": "url"}})
+    env = operator_env(objects)
+    assert env["REDIS_URL"] == env_from(REDIS, "REDIS_URL")
+    assert (env["WORKER_REDIS_SECRET"], env["WORKER_REDIS_SECRET_KEY"]) == (REDIS, "REDIS_URL")
+    assert job_env(env)["REDIS_URL"]["valueFrom"] == env_from(REDIS, "REDIS_URL")
+
+
 # --- hook Jobs ---------------------------------------------------------------------------------
 
 
@@ -470,7 +545,7 @@ def test_chart_jobs_never_look_like_the_operators_embedding_jobs(scenario):
 def test_metrics_service_targets_the_operators_metrics_port():
     objects = render()
     service = one(objects, "Service", "f1backfill-metrics")
-    deployment = one(objects, "Deployment")
+    deployment = one(objects, "Deployment", OPERATOR)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090,
@@ -486,7 +561,7 @@ def test_monitoring_objects_need_the_value_and_the_api():
 
 def test_service_monitor_selects_the_metrics_service():
     objects = render_scenario("monitoring")
-    monitor = one(objects, "ServiceMonitor")
+    monitor = one(objects, "ServiceMonitor", "f1backfill")
     service = one(objects, "Service", "f1backfill-metrics")
     assert monitor["apiVersion"] == MONITORING
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -611,7 +686,8 @@ def test_notes_tell_the_user_how_to_watch_the_fleet(name):
     notes = result.stdout[result.stdout.index("NOTES:"):]
     for command in ("kubectl get yachtbackfills -A -w", "kubectl get yb -A -w",
                     "kubectl describe yb", "-f manifests/samples/",
-                    "kubectl apply --server-side --force-conflicts -f charts/f1backfill/crds/"):
+                    "kubectl apply --server-side --force-conflicts -f charts/f1backfill/crds/",
+                    "port-forward svc/f1backfill-search 8000"):
         assert command in notes, command
     assert ("does not\n   serve monitoring.coreos.com/v1" in notes) == (name == "everything")
 

@@ -1,4 +1,4 @@
-"""values.schema.json (and the chart's two `fail` checks) refuse bad values, naming the key.
+"""values.schema.json (and the chart's `fail` checks) refuse bad values, naming the key.
 
 Each case runs the real `helm template` and `helm lint` with one bad value on top of the
 defaults; both must fail and say where (lint: schema cases only, see FAILED_BY_TEMPLATE).
@@ -34,6 +34,12 @@ BAD_VALUES = {
     "redis-secret-name": ({"redis": {"existingSecret": "Search_Cache"}},
                           "/redis/existingSecret"),
     "redis-secret-key": ({"redis": {"key": "a key"}}, "/redis/key"),
+    "redis-max-memory": ({"redis": {"enabled": True, "maxMemory": "192mb --save 60"}},
+                         "/redis/maxMemory"),
+    "redis-password-not-url-safe": ({"redis": {"enabled": True, "password": "p@ss/word"}},
+                                    "/redis/password"),
+    "redis-pull-policy": ({"redis": {"image": {"pullPolicy": "Sometimes"}}},
+                          "/redis/image/pullPolicy"),
     "standalone-with-replicas": ({"replicaCount": 2,
                                   "operator": {"peering": {"standalone": True}}},
                                  "/replicaCount"),
@@ -73,6 +79,27 @@ BAD_VALUES = {
     "alert-threshold": ({"metrics": {"prometheusRule": {"thresholds": {"errorRate": 0}}}},
                         "/metrics/prometheusRule/thresholds/errorRate"),
     "resources-shape": ({"operator": {"resources": {"limit": {"cpu": 1}}}}, "'limit'"),
+    "search-replicas-zero": ({"search": {"replicas": 0}}, "/search/replicas"),
+    "search-privileged-port": ({"search": {"port": 80}}, "/search/port"),
+    "search-cache-ttl": ({"search": {"cacheTtlSeconds": 0}}, "/search/cacheTtlSeconds"),
+    "search-log-level": ({"search": {"logLevel": "loud"}}, "/search/logLevel"),
+    "search-jwt-algorithm": ({"search": {"jwt": {"algorithm": "none"}}},
+                             "/search/jwt/algorithm"),
+    "search-jwks-url": ({"search": {"jwt": {"jwksUrl": "file:///etc/keys.json"}}},
+                        "/search/jwt/jwksUrl"),
+    "search-jwt-secret-name": ({"search": {"jwt": {"existingSecret": "JWT Secret"}}},
+                               "/search/jwt/existingSecret"),
+    # There is no key for the secret itself: it can only come from a Secret.
+    "search-jwt-secret-literal": ({"search": {"jwt": {"secret": "s3cret"}}}, "'secret'"),
+    "search-role-object-type": ({"search": {"roleObjectTypes": {"crew": ["Work Orders"]}}},
+                                "/search/roleObjectTypes/crew/0"),
+    "search-role-name": ({"search": {"roleObjectTypes": {"crew=all": ["*"]}}}, "'crew=all'"),
+    "search-role-without-types": ({"search": {"roleObjectTypes": {"crew": []}}},
+                                  "/search/roleObjectTypes/crew"),
+    "search-provider": ({"search": {"embedding": {"provider": "cohere"}}},
+                        "/search/embedding/provider"),
+    "search-pdb-typo": ({"search": {"podDisruptionBudget": {"enable": True}}}, "'enable'"),
+    "search-without-redis": ({"redis": {"existingSecret": ""}}, "/redis/existingSecret"),
 }
 # What JSON schema cannot compare: the chart's `fail` checks (templates/_helpers.tpl).
 # `helm lint` deliberately turns `fail` into an INFO line, so only install/template refuse.
@@ -82,6 +109,12 @@ FAILED_BY_TEMPLATE = {
                                    "dlq.criticalThreshold"),
     "same-ports": ({"operator": {"healthPort": 9090, "metricsPort": 9090}},
                    "operator.healthPort and operator.metricsPort"),
+    "search-without-jwt-secret-or-jwks-url": ({"search": {"jwt": {"existingSecret": ""}}},
+                                              "search.jwt.existingSecret"),
+    "search-jwks-url-with-hs256": ({"search": {"jwt": {
+        "jwksUrl": "https://id.example.com/jwks.json"}}}, "search.jwt.algorithm"),
+    "search-rs256-without-jwks-url": ({"search": {"jwt": {"algorithm": "RS256"}}},
+                                      "search.jwt.jwksUrl"),
 }
 
 GOOD_VALUES = {
@@ -94,7 +127,16 @@ GOOD_VALUES = {
                            "openai": {"existingSecret": "key", "baseUrl": "http://llm:8000/v1"}},
     "dlq-equal-thresholds": {"dlq": {"warningThreshold": 10, "criticalThreshold": 10}},
     "redis": {"redis": {"existingSecret": "f1backfill-redis", "key": "REDIS_URL"}},
+    "in-chart-redis-needs-no-secret": {"redis": {"enabled": True, "existingSecret": ""}},
     "cron-macro": {"feedback": {"enabled": True, "schedule": "@daily"}},
+    "search-with-a-jwks-url-needs-no-secret": {"search": {"jwt": {
+        "existingSecret": "", "algorithm": "ES256",
+        "jwksUrl": "https://id.example.com/.well-known/jwks.json"}}},
+    "search-with-the-in-chart-redis": {"redis": {"enabled": True, "existingSecret": ""}},
+    "no-search-needs-no-jwt-nor-redis": {"search": {"enabled": False,
+                                                    "jwt": {"existingSecret": ""}},
+                                         "redis": {"existingSecret": ""}},
+    "search-role-removed": {"search": {"roleObjectTypes": {"crew": None}}},
 }
 
 
@@ -118,6 +160,15 @@ def test_helm_lint_refuses_bad_values_naming_the_key(name):
 def test_good_values_are_accepted(name):
     result = template(GOOD_VALUES[name])
     assert result.returncode == 0, result.stderr
+
+
+def test_without_a_jwt_secret_the_error_says_how_to_make_one():
+    result = template({"search": {"jwt": {"existingSecret": ""}}})
+    assert result.returncode != 0
+    for hint in ("create secret generic f1backfill-jwt",
+                 "--from-literal=JWT_SECRET=$(openssl rand -hex 32)",
+                 "search.jwt.jwksUrl", "search.enabled=false"):
+        assert hint in result.stderr, hint
 
 
 def test_the_schema_is_valid_draft_7_and_accepts_the_defaults():

@@ -3,9 +3,9 @@ Standard (https://kubernetes.io/docs/concepts/security/pod-security-standards/, 
 baseline checks included), plus the chart's own rules: read-only root filesystem, resource
 limits, uid 10001 (the image's user), and no service-account token except the operator's.
 
-The one exception is the in-chart Postgres: the official pgvector image's files and its
-`postgres` user are uid/gid 999, so it runs as 999 — still non-root, so still restricted
-(see templates/postgresql.yaml).
+The exceptions are the in-chart Postgres and Redis: they run as their official images'
+users (`postgres`, uid/gid 999; `redis`, uid 999, gid 1000) — still non-root, so still
+restricted (see templates/postgresql.yaml and templates/redis.yaml).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
 SELINUX_TYPES = {None, "", "container_t", "container_init_t", "container_kvm_t",
                  "container_engine_t"}
 APP_UID = 10001
-POSTGRES_UID = 999  # the official image's postgres user
+# (uid, gid) of the components that run an official image as that image's own user.
+IMAGE_USERS = {"database": (999, 999),  # pgvector/pgvector's postgres
+               "cache": (999, 1000)}  # redis's redis
 
 
 def pod_templates(obj: dict) -> list[tuple[dict, dict]]:
@@ -138,6 +140,7 @@ def test_every_kind_of_pod_template_is_checked():
     kinds = {(obj["kind"], obj["metadata"]["labels"]["app.kubernetes.io/component"])
              for _, obj, _, _ in PODS}
     assert kinds == {("Deployment", "operator"), ("StatefulSet", "database"),
+                     ("Deployment", "cache"), ("Deployment", "search"),
                      ("Job", "migrations"), ("Job", "demo-seed"), ("CronJob", "feedback")}
 
 
@@ -150,11 +153,11 @@ def test_pod_templates_meet_the_restricted_profile(entry):
 @pytest.mark.parametrize("entry", PODS, ids=pod_id)
 def test_pod_templates_meet_the_charts_own_rules(entry):
     _, obj, _, pod = entry
-    database = obj["metadata"]["labels"]["app.kubernetes.io/component"] == "database"
-    uid = POSTGRES_UID if database else APP_UID
+    component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+    uid, gid = IMAGE_USERS.get(component, (APP_UID, APP_UID))
     sc = pod["securityContext"]
     assert (sc["runAsNonRoot"], sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (
-        True, uid, uid, uid)
+        True, uid, gid, gid)
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     for container in containers(pod):
         csc = container["securityContext"]
@@ -164,8 +167,7 @@ def test_pod_templates_meet_the_charts_own_rules(entry):
         assert container["resources"]["limits"]["memory"], container["name"]
         assert container["resources"]["limits"]["cpu"], container["name"]
     # Only the operator talks to the Kubernetes API.
-    operator = obj["kind"] == "Deployment"
-    assert pod["automountServiceAccountToken"] is operator
+    assert pod["automountServiceAccountToken"] is (component == "operator")
 
 
 def test_the_restricted_check_catches_what_it_must():

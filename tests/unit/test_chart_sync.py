@@ -98,7 +98,7 @@ def test_manifests_hold_the_crds_apart_from_the_rest(manifests):
     kinds = {d["kind"] for d in rest}
     assert "CustomResourceDefinition" not in kinds
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-            "ClusterKopfPeering", "Job", "Service"} <= kinds
+            "ClusterKopfPeering", "Job", "Service", "PodDisruptionBudget"} <= kinds
     assert {d["metadata"].get("namespace") for d in rest[1:]} <= {sync_chart.NAMESPACE, None}
 
 

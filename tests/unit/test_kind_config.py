@@ -112,11 +112,18 @@ def test_kind_up_prints_the_expected_commands_in_order() -> None:
     create = index_of(commands,
                       f"kind create cluster --name {CLUSTER} --config kind-config.yaml")
     load = index_of(commands, f"kind load docker-image {IMAGE} {DEMO_IMAGE} --name {CLUSTER}")
+    namespace = index_of(commands, f"create namespace {NAMESPACE}")
+    jwt = index_of(commands, "create secret generic f1backfill-jwt")
     helm = index_of(commands, "helm upgrade --install f1backfill charts/f1backfill")
     apply = index_of(commands,
                      f"kubectl --context {CONTEXT} apply -n {NAMESPACE} -f manifests/samples/")
     hint = index_of(commands, f"get yb -n {NAMESPACE} -w")
-    assert max(build, build_demo, create) < load < helm < apply < hint
+    assert max(build, build_demo, create) < load < namespace < jwt < helm < apply < hint
+
+    # The search front door's token secret exists before its pods start, and a later run
+    # keeps it (tokens minted before stay valid).
+    assert f"--context {CONTEXT} -n {NAMESPACE} get secret f1backfill-jwt" in commands[jwt]
+    assert "|| " in commands[jwt] and "--from-literal=JWT_SECRET=" in commands[jwt]
 
     # The cluster is created only when it is absent.
     assert f"grep -qx '{CLUSTER}'" in commands[create]
@@ -125,7 +132,8 @@ def test_kind_up_prints_the_expected_commands_in_order() -> None:
     install = commands[helm]
     for flag in (f"--kube-context {CONTEXT}", f"--namespace {NAMESPACE}", "--create-namespace",
                  "--set image.repository=f1backfill", "--set image.tag=dev",
-                 "--set postgresql.enabled=true", "--set demo.seed=true",
+                 "--set postgresql.enabled=true", "--set redis.enabled=true",
+                 "--set demo.seed=true",
                  "--set demo.image.repository=f1backfill-demo", "--set demo.image.tag=dev",
                  "--wait"):
         assert flag in install, (flag, install)
@@ -151,9 +159,27 @@ def test_helm_values_kind_up_sets_exist_in_the_chart() -> None:
     if not values_path.exists():
         pytest.skip("charts/f1backfill/values.yaml is not there yet")
     values = yaml.safe_load(values_path.read_text())
-    for dotted in ("image.repository", "image.tag", "postgresql.enabled", "demo.seed",
-                   "demo.image.repository", "demo.image.tag"):
+    for dotted in ("image.repository", "image.tag", "postgresql.enabled", "redis.enabled",
+                   "demo.seed", "demo.image.repository", "demo.image.tag",
+                   "search.jwt.existingSecret"):
         node = values
         for key in dotted.split("."):
             assert isinstance(node, dict) and key in node, f"values.yaml lacks {dotted}"
             node = node[key]
+
+
+def test_the_charts_kind_scenario_is_what_kind_up_installs() -> None:
+    """tests/support/helm.py renders the "kind" scenario for every chart check: it must be
+    the switches kind-up turns on (images aside), and kind-up's JWT Secret the one the
+    chart reads."""
+    from tests.support.helm import SCENARIOS
+
+    commands = lines(make_dry_run("kind-up"))
+    install = commands[index_of(commands, "helm upgrade --install")]
+    switches = dict(re.findall(r"--set ([\w.]+)=(true|false)", install))
+    scenario, _ = SCENARIOS["kind"]
+    assert switches == {
+        f"{top}.{key}": str(value).lower() for top, sub in scenario.items()
+        for key, value in sub.items()}
+    values = yaml.safe_load((ROOT / "charts" / "f1backfill" / "values.yaml").read_text())
+    assert values["search"]["jwt"]["existingSecret"] == "f1backfill-jwt"

@@ -51,6 +51,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The search front door: its Deployment, Service, PodDisruptionBudget. */}}
+{{- define "f1backfill.searchName" -}}
+{{- printf "%s-search" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "f1backfill.searchServiceAccountName" -}}
+{{- if .Values.search.serviceAccount.create }}
+{{- default (include "f1backfill.searchName" .) .Values.search.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.search.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* search.roleObjectTypes as SEARCH_ROLE_OBJECT_TYPES: `role=type,type;role=*`. */}}
+{{- define "f1backfill.searchRoles" -}}
+{{- $entries := list }}
+{{- range $role, $types := .Values.search.roleObjectTypes }}
+{{- $entries = append $entries (printf "%s=%s" $role (join "," $types)) }}
+{{- end }}
+{{- join ";" $entries }}
+{{- end }}
+
+{{/* How the front door embeds queries: its own choice, else the workers' default. */}}
+{{- define "f1backfill.searchProvider" -}}
+{{- .Values.search.embedding.provider | default .Values.embedding.defaultProvider }}
+{{- end }}
+
 {{/* One image for the operator, its worker Jobs and the hook Jobs (not the demo seed). */}}
 {{- define "f1backfill.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
@@ -76,6 +103,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "f1backfill.postgresqlName" -}}
 {{- printf "%s-postgresql" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The Secret holding REDIS_URL, read by the operator, the worker Jobs (WORKER_REDIS_SECRET)
+and the search front door: the chart's own with the in-chart Redis; empty = no Redis.
+*/}}
+{{- define "f1backfill.redisSecretName" -}}
+{{- if .Values.redis.enabled }}
+{{- include "f1backfill.redisName" . }}
+{{- else }}
+{{- .Values.redis.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "f1backfill.redisSecretKey" -}}
+{{- if .Values.redis.enabled }}REDIS_URL{{ else }}{{ .Values.redis.key }}{{ end }}
+{{- end }}
+
+{{/* The in-chart Redis: its Deployment, its Service and the Secret with its URL. */}}
+{{- define "f1backfill.redisName" -}}
+{{- printf "%s-redis" (include "f1backfill.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/*
@@ -157,5 +205,17 @@ Checks JSON schema cannot express (it does not compare two values). `fail` names
 {{- end }}
 {{- if eq (int .Values.operator.healthPort) (int .Values.operator.metricsPort) }}
 {{- fail (printf "operator.healthPort and operator.metricsPort must differ (both %v)" .Values.operator.healthPort) }}
+{{- end }}
+{{- if .Values.search.enabled }}
+{{- $jwt := .Values.search.jwt }}
+{{- if $jwt.jwksUrl }}
+{{- if eq $jwt.algorithm "HS256" }}
+{{- fail "search.jwt.jwksUrl is set but search.jwt.algorithm is HS256, which verifies with a shared secret: set search.jwt.algorithm to RS256 or ES256, or empty search.jwt.jwksUrl" }}
+{{- end }}
+{{- else if ne $jwt.algorithm "HS256" }}
+{{- fail (printf "search.jwt.algorithm %s verifies with the issuer's keys: set search.jwt.jwksUrl" $jwt.algorithm) }}
+{{- else if not $jwt.existingSecret }}
+{{- fail (printf "search.enabled needs a way to verify tokens: set search.jwt.existingSecret to a Secret holding JWT_SECRET, e.g. `kubectl -n %s create secret generic f1backfill-jwt --from-literal=JWT_SECRET=$(openssl rand -hex 32)`, or search.jwt.jwksUrl with search.jwt.algorithm RS256 or ES256; or set search.enabled=false" .Release.Namespace) }}
+{{- end }}
 {{- end }}
 {{- end }}
