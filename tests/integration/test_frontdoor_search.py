@@ -215,7 +215,7 @@ def test_search_is_unavailable_not_failing_when_postgres_is_away(fleet, redis_ur
         assert response.json() == {"error": "search is unavailable"}
         health = door.get("/health")
     assert health.status_code == 503
-    assert health.json()["status"] == "degraded"
+    assert health.json()["status"] == "unavailable"
     assert health.json()["redis"] == "ok"
 
 

@@ -228,6 +228,8 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        """200 while searches can be answered: Redis away only makes them uncached
+        ("degraded"), so a readiness probe keeps the pod; Postgres away is 503."""
         checks = {"postgres": "ok", "redis": "ok"}
         try:
             await run_in_threadpool(door.index.ping)
@@ -235,9 +237,10 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
             checks["postgres"] = str(exc)
         if not await door.cache.ping():
             checks["redis"] = "unreachable"
-        healthy = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", **checks},
-                            status_code=200 if healthy else 503)
+        if checks["postgres"] != "ok":
+            return JSONResponse({"status": "unavailable", **checks}, status_code=503)
+        status = "ok" if checks["redis"] == "ok" else "degraded"
+        return JSONResponse({"status": status, **checks})
 
     @app.get("/metrics")
     async def metrics() -> Response:
