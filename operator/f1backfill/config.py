@@ -93,6 +93,12 @@ class WorkerSettings(_Settings):
         REQUESTS_PER_MINUTE)
     tokens_per_minute: int = _bounded(
         "RATE_LIMIT_TPM", "provider tokens per minute this worker may use", TOKENS_PER_MINUTE)
+    account_requests_per_minute: int = field(default=0, metadata=_meta(
+        "ACCOUNT_RATE_LIMIT_RPM", "the provider account's requests/min, shared by every "
+        "worker on the same key and model (Postgres); 0 = RATE_LIMIT_RPM", lo=0))
+    account_tokens_per_minute: int = field(default=0, metadata=_meta(
+        "ACCOUNT_RATE_LIMIT_TPM", "the provider account's tokens/min, shared by every "
+        "worker on the same key and model (Postgres); 0 = RATE_LIMIT_TPM", lo=0))
     max_in_flight: int = field(default=4, metadata=_meta(
         "MAX_IN_FLIGHT", "concurrent batches (lanes), so latency does not idle the budget",
         lo=1, hi=64))
@@ -177,12 +183,12 @@ class OperatorSettings(_Settings):
         "MAX_CONCURRENT_JOBS", "embedding Jobs running at once, fleet-wide", lo=1, hi=1000))
     fleet_requests_per_minute: int = _bounded(
         "FLEET_RATE_LIMIT_RPM",
-        "the provider account's requests/min; each Job gets this / MAX_CONCURRENT_JOBS",
-        REQUESTS_PER_MINUTE)
+        "the provider account's requests/min, shared by the running Jobs through one "
+        "bucket in Postgres", REQUESTS_PER_MINUTE)
     fleet_tokens_per_minute: int = _bounded(
         "FLEET_RATE_LIMIT_TPM",
-        "the provider account's tokens/min; each Job gets this / MAX_CONCURRENT_JOBS",
-        TOKENS_PER_MINUTE)
+        "the provider account's tokens/min, shared by the running Jobs through one "
+        "bucket in Postgres", TOKENS_PER_MINUTE)
     default_provider: str = field(default="hash", metadata=_meta(
         "DEFAULT_EMBEDDING_PROVIDER", "provider of CRs that name none: openai or hash"))
     openai_base_url: str = field(default="", metadata=_meta(

@@ -131,8 +131,9 @@ def applied(error: type[ProviderError], breaker: CircuitBreaker | None = None):
     e = embedder(Scripted(lambda _: None), limiter=limiter,
                  breaker=breaker or CircuitBreaker(100, 60, clock=clock))
     reservation = limiter.acquire(1000)
+    reservation.sent_at = clock.now
     exc = error("refused", HEADERS)
-    e._account_for(policy_for(exc), exc, reservation, sent_at=clock.now)
+    e._account_for(policy_for(exc), exc, reservation)
     return e
 
 

@@ -496,3 +496,67 @@ WHERE yacht_id = %(yacht_id)s AND click_timestamp > now() - make_interval(days =
 GROUP BY query_normalized
 ORDER BY count(*) DESC, query_normalized
 LIMIT %(limit)s;
+
+-- name: budget_open
+-- A worker joins its account's shared bucket: the row is created empty if it is new, and
+-- the account's limits are the ones this worker was configured with (the operator gives
+-- every Job the same). The level is refilled at the old rate before the rate changes.
+INSERT INTO provider_budget AS b (account, requests_per_minute, tokens_per_minute)
+VALUES (%(account)s, %(requests_per_minute)s, %(tokens_per_minute)s)
+ON CONFLICT (account) DO UPDATE SET
+    requests = least(EXCLUDED.requests_per_minute, b.requests + b.requests_per_minute / 60.0
+        * greatest(0, extract(epoch FROM clock_timestamp() - b.updated_at))::float8),
+    tokens = least(EXCLUDED.tokens_per_minute, b.tokens + b.tokens_per_minute / 60.0
+        * greatest(0, extract(epoch FROM clock_timestamp() - b.updated_at))::float8),
+    requests_per_minute = EXCLUDED.requests_per_minute,
+    tokens_per_minute = EXCLUDED.tokens_per_minute,
+    updated_at = greatest(b.updated_at, clock_timestamp())
+RETURNING requests, tokens, requests_per_minute, tokens_per_minute, requests_adjusted,
+          tokens_adjusted, 0.0::float8, 0.0::float8;
+
+-- name: budget_apply
+-- The shared bucket's one statement per reservation or settlement. The levels are refilled
+-- by the time elapsed on the database's clock (capped at one minute's budget), then moved:
+-- - by `requests`/`tokens` when `seen_*` is NULL: a reservation takes (-1, -tokens), a
+--   settlement gives back what the provider did not count;
+-- - else to `seen_*`, the provider's level read from a response's headers: `expected_*` is
+--   the level the reservation predicted for that moment less the adjustments applied until
+--   then, so adding the adjustments applied since gives what this row predicts now
+--   (ratelimit.correction).
+-- The result is capped again and may go below zero (budget promised to waiting requests).
+-- Limits only come down here, to the provider's x-ratelimit-limit-* (NULL: unchanged).
+WITH now AS (SELECT clock_timestamp() AS t), refilled AS (
+    SELECT b.account, b.requests_adjusted, b.tokens_adjusted,
+           least(coalesce(%(requests_limit)s::float8, b.requests_per_minute),
+                 b.requests_per_minute) AS rpm,
+           least(coalesce(%(tokens_limit)s::float8, b.tokens_per_minute),
+                 b.tokens_per_minute) AS tpm,
+           least(b.requests_per_minute, b.requests + b.requests_per_minute / 60.0
+               * greatest(0, extract(epoch FROM now.t - b.updated_at))::float8) AS requests,
+           least(b.tokens_per_minute, b.tokens + b.tokens_per_minute / 60.0
+               * greatest(0, extract(epoch FROM now.t - b.updated_at))::float8) AS tokens,
+           greatest(b.updated_at, now.t) AS t
+    FROM provider_budget b, now
+    WHERE b.account = %(account)s
+    FOR UPDATE OF b
+), moved AS (
+    SELECT r.*,
+           coalesce(%(seen_requests)s::float8
+                    - (%(expected_requests)s::float8 + r.requests_adjusted),
+                    %(requests)s::float8) AS dr,
+           coalesce(%(seen_tokens)s::float8 - (%(expected_tokens)s::float8 + r.tokens_adjusted),
+                    %(tokens)s::float8) AS dt
+    FROM refilled r
+)
+UPDATE provider_budget b SET
+    requests_per_minute = m.rpm,
+    tokens_per_minute = m.tpm,
+    requests = least(m.rpm, m.requests + m.dr),
+    tokens = least(m.tpm, m.tokens + m.dt),
+    requests_adjusted = m.requests_adjusted + CASE WHEN %(adjust)s THEN m.dr ELSE 0 END,
+    tokens_adjusted = m.tokens_adjusted + CASE WHEN %(adjust)s THEN m.dt ELSE 0 END,
+    updated_at = m.t
+FROM moved m
+WHERE b.account = m.account
+RETURNING b.requests, b.tokens, b.requests_per_minute, b.tokens_per_minute,
+          b.requests_adjusted, b.tokens_adjusted, m.dr, m.dt;

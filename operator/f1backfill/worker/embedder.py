@@ -145,13 +145,13 @@ class Embedder:
         while items:
             self.breaker.before_request(self.cancelled)
             reservation = self.limiter.acquire(sum(i.tokens for i in items), self.cancelled)
-            sent_at = time.monotonic()
+            reservation.sent_at = time.monotonic()
             try:
                 with self.metrics.latency.time():
                     result = self.provider.embed([i.text for i in items])
             except HANDLED as exc:
                 policy = policy_for(exc)
-                self._account_for(policy, exc, reservation, sent_at)
+                self._account_for(policy, exc, reservation)
                 match policy.then:
                     case Then.RESEND:
                         pass  # the same rows, once the limiter lets them through
@@ -164,15 +164,15 @@ class Embedder:
                     case Then.STOP:
                         raise
             else:
-                self._accept(items, result, reservation, sent_at, outcome)
+                self._accept(items, result, reservation, outcome)
                 return
 
-    def _account_for(self, policy: Policy, exc: ProviderError, reservation: Reservation,
-                     sent_at: float) -> None:
+    def _account_for(self, policy: Policy, exc: ProviderError,
+                     reservation: Reservation) -> None:
         """A failed request in the limiter, the breaker and the metrics, as `policy` says."""
-        self.limiter.settle(reservation, reservation.tokens if policy.keep_estimate else None)
+        self.limiter.settle(reservation, reservation.tokens if policy.keep_estimate else None,
+                            exc.headers if policy.retry_after else None)
         if policy.retry_after:
-            self.limiter.observe_headers(exc.headers, sent_at)
             self.limiter.pause(retry_after_seconds(exc.headers))
         if policy.breaker is not None:
             policy.breaker(self.breaker)
@@ -206,10 +206,9 @@ class Embedder:
         return items
 
     def _accept(self, items: list[Item], result: p.EmbedResult, reservation: Reservation,
-                sent_at: float, outcome: Outcome) -> None:
+                outcome: Outcome) -> None:
         tokens = result.tokens if result.tokens is not None else reservation.tokens
-        self.limiter.settle(reservation, tokens)
-        self.limiter.observe_headers(result.headers, sent_at)
+        self.limiter.settle(reservation, tokens, result.headers)
         self.estimator.observe(sum(len(i.text) for i in items), tokens)
         self.breaker.record_success()
         self.metrics.requests.labels("success").inc()

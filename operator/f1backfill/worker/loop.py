@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import WorkerSettings
+from ..constants import Provider
 from ..errors import AuthFailed, SchemaMismatch
 from ..generations import Generations
 from .breaker import CircuitBreaker
@@ -24,7 +25,7 @@ from .health import HealthServer, HealthState
 from .metrics import WorkerMetrics
 from .providers import EmbeddingProvider, build_provider
 from .queue import Queue
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedBucket, account_id
 from .textprep import TokenEstimator
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class Worker:
         if server:
             server.start()
         control = Queue(s.database_url, s.yacht_id, self.name, s.lease_timeout_sec)
+        shared = None
         try:
             self._prepare(control)
+            shared = self._join_account()
             lanes = [threading.Thread(target=self._lane, args=(n,), name=f"lane-{n}", daemon=True)
                      for n in range(s.max_in_flight)]
             for lane in lanes:
@@ -94,6 +97,8 @@ class Worker:
             self._supervise(control, lanes)
         finally:
             control.close()
+            if shared is not None:
+                shared.close()
             self.provider.close()
             if self._own_generations:
                 self.generations.close()
@@ -120,6 +125,25 @@ class Worker:
         queued = control.enqueue_pending(s.skip_object_types)
         log.info("queued %d pending rows", queued)
         self._update_depth(control)
+
+    def _join_account(self) -> SharedBucket | None:
+        """OpenAI's budget belongs to the account (key and model), not to this worker: its
+        requests also reserve from the account's bucket in Postgres, which every worker on
+        the same account shares (ratelimit.SharedBucket). The offline embedder has none."""
+        s = self.settings
+        if s.provider != Provider.OPENAI or self.limiter.shared is not None:
+            return None
+        shared = SharedBucket(
+            s.database_url, account_id(s.openai_api_key, s.model),
+            s.account_requests_per_minute or s.requests_per_minute,
+            s.account_tokens_per_minute or s.tokens_per_minute,
+            name=f"f1backfill-budget {self.name}")
+        level = shared.level
+        log.info("sharing the account's budget: %.0f requests and %.0f tokens available now "
+                 "(of %.0f/min and %.0f/min)", level.requests, level.tokens,
+                 level.requests_per_minute, level.tokens_per_minute)
+        self.limiter.attach(shared)
+        return shared
 
     def _exit_code(self) -> int:
         """EXIT_FATAL for an auth failure (a person must act), EXIT_TERMINATED after SIGTERM;
