@@ -529,6 +529,38 @@ def test_stats_and_allowed_tokens(make_fake: Callable[..., FakeOpenAI]) -> None:
     assert stats.utilisation() == 6 / stats.allowed_tokens(stats.elapsed_seconds)
 
 
+def test_a_fake_that_starts_empty_is_spent_and_refills_at_the_rate(
+        make_fake: Callable[..., FakeOpenAI]) -> None:
+    """The account just after a previous Job: nothing to spend until the refill brings it."""
+    fake = make_fake(rpm=6000, tpm=600, start_empty=True)  # 10 tokens/s
+    client = client_for(fake)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.embeddings.create(input="a b c d e f g h i j k l m n o p q r s t", model=MODEL)
+    headers = refused.value.response.headers
+    assert int(headers["x-ratelimit-remaining-tokens"]) < 20
+    assert float(headers["retry-after-ms"]) > 0
+    time.sleep(0.4)  # 4 tokens refilled
+    assert client.embeddings.create(input="a b", model=MODEL).data
+    stats = fake.stats()
+    assert stats.start_empty
+    # The ceiling counts what the bucket held at the first request, not a full bucket.
+    assert stats.tokens_at_first_request is not None and stats.tokens_at_first_request < 20
+    assert stats.allowed_tokens(0) == stats.tokens_at_first_request
+    assert FakeStats.from_dict(stats.to_dict()) == stats
+
+
+def test_reset_can_empty_the_buckets(make_fake: Callable[..., FakeOpenAI]) -> None:
+    fake = make_fake(rpm=60, tpm=60_000)
+    client = client_for(fake)
+    assert client.embeddings.create(input="a", model=MODEL).data
+    status, _ = http(fake.root_url, "POST", "/_fake/reset", {"empty": True})
+    assert status == 200
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(input="a", model=MODEL)
+    fake.reset()  # as the server started: full
+    assert client.embeddings.create(input="a", model=MODEL).data
+
+
 # --- concurrency, speed, lifecycle -----------------------------------------------------------
 
 

@@ -17,8 +17,14 @@ Control it from Python (``FakeOpenAI``) or, for a server started as a subprocess
                        "error_rate": {"p": 0.1, "kind": "503"}, "poison": "BAD",
                        "wrong_dimension_for": ["ODD"]}   (every key optional, applied in that order)
   POST /_fake/limits  {"rpm": 60, "tpm": 10000, "burst_seconds": 60}   (any subset)
-  POST /_fake/reset   faults and stats cleared, both buckets refilled
+  POST /_fake/reset   faults and stats cleared, both buckets refilled, or emptied with
+                      {"empty": true}
   GET  /_fake/stats   FakeStats.to_dict()
+
+Both buckets start full, as OpenAI's do for an account nobody used for a minute, or with
+``start_empty=True`` (``--start-empty``) spent, as they are when the previous Job has just
+used the account: what a fleet backfill meets from its second Job on, and what the
+benchmarks measure against.
 
 Vectors come from the standard library only (the project does not depend on numpy): SHAKE-256
 of seed+text gives one byte per dimension, each byte picks one of 256 normal quantiles, and the
@@ -159,6 +165,11 @@ class TokenBucket:
     def full(cls, per_minute: int, burst_seconds: float, now: float) -> TokenBucket:
         return cls(per_minute, burst_seconds, per_minute * burst_seconds / 60.0, now)
 
+    @classmethod
+    def empty(cls, per_minute: int, burst_seconds: float, now: float) -> TokenBucket:
+        """Spent: what the account's bucket holds just after someone used all of it."""
+        return cls(per_minute, burst_seconds, 0.0, now)
+
     @property
     def capacity(self) -> float:
         return self.per_minute * self.burst_seconds / 60.0
@@ -196,11 +207,13 @@ class _Admission:
 class _Limiter:
     """OpenAI's two buckets: a request is admitted only if both can pay; a refusal pays nothing."""
 
-    def __init__(self, rpm: int, tpm: int, burst_seconds: float, now: float) -> None:
+    def __init__(self, rpm: int, tpm: int, burst_seconds: float, now: float,
+                 empty: bool = False) -> None:
         if rpm * burst_seconds / 60.0 < 1 or tpm * burst_seconds / 60.0 < 1:
             raise ValueError("rpm and tpm times burst_seconds/60 must each be at least 1")
-        self.requests = TokenBucket.full(rpm, burst_seconds, now)
-        self.tokens = TokenBucket.full(tpm, burst_seconds, now)
+        make = TokenBucket.empty if empty else TokenBucket.full
+        self.requests = make(rpm, burst_seconds, now)
+        self.tokens = make(tpm, burst_seconds, now)
 
     def admit(self, tokens: int, now: float) -> _Admission:
         self.requests.refill(now)
@@ -238,7 +251,10 @@ class FakeStats:
 
     Times are ``time.monotonic()`` of the server process (``*_wall`` are ``time.time()``);
     ``first_request_at`` is when the first embeddings request arrived, ``last_response_at``
-    when the last response started to be written (after its latency).
+    when the last response started to be written (after its latency);
+    ``tokens_at_first_request`` what the token bucket held when the first request arrived
+    (its capacity when it started full and the first request came later; less when it
+    started empty, ``start_empty``).
     """
 
     rpm: int
@@ -257,6 +273,8 @@ class FakeStats:
     last_response_wall: float | None = None
     admitted: tuple[tuple[int, int], ...] = ()  # (inputs, tokens) per admitted request
     faults_injected: dict[str, int] = field(default_factory=dict)
+    start_empty: bool = False
+    tokens_at_first_request: float | None = None
 
     @property
     def token_capacity(self) -> float:
@@ -269,14 +287,18 @@ class FakeStats:
         return max(0.0, self.last_response_at - self.first_request_at)
 
     def allowed_tokens(self, elapsed_seconds: float | None = None) -> float:
-        """The most tokens the limiter can admit in ``elapsed_seconds`` starting full.
+        """The most tokens the limiter can admit in ``elapsed_seconds`` from the first
+        request: what the bucket held then (full unless it started empty) plus the refill.
 
         Defaults to first request .. last response. Uses the current limits, so it is only
         meaningful when ``set_limits`` was not called during the measured run.
         """
         if elapsed_seconds is None:
             elapsed_seconds = self.elapsed_seconds
-        return self.token_capacity + self.tpm / 60.0 * elapsed_seconds
+        start = self.tokens_at_first_request
+        if start is None:
+            start = 0.0 if self.start_empty else self.token_capacity
+        return start + self.tpm / 60.0 * elapsed_seconds
 
     def utilisation(self) -> float:
         """Ceiling utilisation: tokens served / ``allowed_tokens()``."""
@@ -300,6 +322,8 @@ class FakeStats:
             "last_response_wall": self.last_response_wall,
             "admitted": [list(pair) for pair in self.admitted],
             "faults_injected": dict(self.faults_injected),
+            "start_empty": self.start_empty,
+            "tokens_at_first_request": self.tokens_at_first_request,
             # Derived, for clients that only have the JSON.
             "token_capacity": self.token_capacity,
             "elapsed_seconds": self.elapsed_seconds,
@@ -326,6 +350,8 @@ class FakeStats:
             last_response_wall=data["last_response_wall"],
             admitted=tuple((int(a), int(b)) for a, b in data["admitted"]),
             faults_injected=dict(data["faults_injected"]),
+            start_empty=bool(data.get("start_empty", False)),
+            tokens_at_first_request=data.get("tokens_at_first_request"),
         )
 
 
@@ -381,6 +407,8 @@ class FakeOpenAI:
     """OpenAI-compatible embeddings server on 127.0.0.1 with an exact limiter and faults.
 
     ``latency`` and ``jitter`` are seconds: every 200 waits ``latency + uniform(0, jitter)``.
+    ``start_empty=True``: both buckets start spent (and ``reset()`` empties them again), as
+    the account is when the previous Job has just used it.
     ``api_key=None`` accepts any bearer key. ``port=0`` picks a free port; after ``stop()``,
     ``start()`` binds the same port again, so a test can simulate an outage.
     """
@@ -398,8 +426,10 @@ class FakeOpenAI:
         *,
         hang_seconds: float = 30.0,
         port: int = 0,
+        start_empty: bool = False,
     ) -> None:
         self.latency = latency
+        self.start_empty = start_empty
         self.jitter = jitter
         self.dimensions = dimensions
         self.api_key = api_key
@@ -412,8 +442,8 @@ class FakeOpenAI:
         self._rng = random.Random(seed)
         self._request_ids = 0
         self._hang_seconds = hang_seconds
-        self._limiter = _Limiter(rpm, tpm, burst_seconds, time.monotonic())
-        self._stats = FakeStats(rpm, tpm, burst_seconds)
+        self._limiter = _Limiter(rpm, tpm, burst_seconds, time.monotonic(), start_empty)
+        self._stats = FakeStats(rpm, tpm, burst_seconds, start_empty=start_empty)
         self._admitted: list[tuple[int, int]] = []
         self._fail_queue: deque[list[Any]] = deque()  # [kind, remaining]
         self._error_rate = 0.0
@@ -537,15 +567,17 @@ class FakeOpenAI:
             self._limiter = _Limiter(rpm, tpm, burst, time.monotonic())
             self._stats = replace(self._stats, rpm=rpm, tpm=tpm, burst_seconds=burst)
 
-    def reset(self) -> None:
-        """Clear faults and stats and refill both buckets; limits stay."""
+    def reset(self, empty: bool | None = None) -> None:
+        """Clear faults and stats and refill both buckets, or empty them (``empty``; default:
+        as the server started); limits stay."""
         self.clear_faults()
+        empty = self.start_empty if empty is None else empty
         with self._lock:
             limiter = self._limiter
             rpm, tpm = limiter.requests.per_minute, limiter.tokens.per_minute
             burst = limiter.requests.burst_seconds
-            self._limiter = _Limiter(rpm, tpm, burst, time.monotonic())
-            self._stats = FakeStats(rpm, tpm, burst)
+            self._limiter = _Limiter(rpm, tpm, burst, time.monotonic(), empty)
+            self._stats = FakeStats(rpm, tpm, burst, start_empty=empty)
             self._admitted = []
 
     def stats(self) -> FakeStats:
@@ -585,7 +617,8 @@ class FakeOpenAI:
             if method == "GET" and path == "/_fake/faults":
                 return _json_reply(200, self.faults())
             if method == "POST" and path == "/_fake/reset":
-                self.reset()
+                empty = _json_object(body).get("empty")
+                self.reset(None if empty is None else bool(empty))
                 return _json_reply(200, {"ok": True})
             if method == "POST" and path == "/_fake/faults":
                 self._apply_faults(_json_object(body))
@@ -633,11 +666,15 @@ class FakeOpenAI:
             request_id = f"req_fake_{self._request_ids:08d}"
             s = self._stats
             first = s.first_request_at is None
+            if first:
+                self._limiter.tokens.refill(now)
             self._stats = replace(
                 s,
                 requests=s.requests + 1,
                 first_request_at=now if first else s.first_request_at,
                 first_request_wall=wall if first else s.first_request_wall,
+                tokens_at_first_request=self._limiter.tokens.level if first
+                else s.tokens_at_first_request,
             )
         reply = self._embeddings_reply(authorization, body, now)
         reply.embeddings = True
@@ -989,6 +1026,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--start-empty", action="store_true",
+                        help="both buckets start spent, as after a previous Job")
     args = parser.parse_args(None if argv is None else list(argv))
 
     done = threading.Event()
@@ -1005,6 +1044,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         seed=args.seed,
         hang_seconds=args.hang_seconds,
         port=args.port,
+        start_empty=args.start_empty,
     )
     with fake:
         print(json.dumps({"base_url": fake.base_url, "port": fake.port}), flush=True)
