@@ -274,20 +274,26 @@ def test_one_job_gets_the_whole_fleet_budget_capped_by_its_rate_limit() -> None:
     assert rate_share(full_sample(), settings()) == (1500, 500_000)
 
 
-def test_the_budget_is_split_across_the_slots() -> None:
+def test_there_is_no_static_split_across_the_slots() -> None:
+    """Every Job may use the account's whole budget (capped by its CR); the workers share
+    it through the account's bucket in Postgres, so a slot's unused budget is not lost."""
     s = settings(max_concurrent_jobs=3, fleet_requests_per_minute=3000,
                  fleet_tokens_per_minute=1_000_000)
-    assert rate_share(backfill(), s) == (1000, 333_333)
+    assert rate_share(backfill(), s) == (3000, 1_000_000)
     small = backfill(spec={"rateLimit": {"requestsPerMinute": 200, "tokensPerMinute": 900_000}})
-    assert rate_share(small, s) == (200, 333_333)
+    assert rate_share(small, s) == (200, 900_000)
     values = literal_env(build_job(small, 1, s))
-    assert (values["RATE_LIMIT_RPM"], values["RATE_LIMIT_TPM"]) == ("200", "333333")
+    assert (values["RATE_LIMIT_RPM"], values["RATE_LIMIT_TPM"]) == ("200", "900000")
+    # The account's limits, for its shared bucket: the same for every Job.
+    assert (values["ACCOUNT_RATE_LIMIT_RPM"], values["ACCOUNT_RATE_LIMIT_TPM"]) == (
+        "3000", "1000000")
 
 
 @pytest.mark.parametrize("slots", [1, 2, 3, 7, 10, 64, 1000])
-def test_concurrent_jobs_never_exceed_the_account(slots: int) -> None:
+def test_no_job_is_given_more_than_the_account(slots: int) -> None:
     s = settings(max_concurrent_jobs=slots, fleet_requests_per_minute=3000,
                  fleet_tokens_per_minute=1_000_000)
-    rpm, tpm = rate_share(backfill(), s)
-    assert rpm >= 1 and tpm >= 1
-    assert rpm * slots <= 3000 and tpm * slots <= 1_000_000
+    values = literal_env(build_job(backfill(), 1, s))
+    worker = WorkerSettings.from_env({**values, "DATABASE_URL": "postgresql://x"})
+    assert worker.requests_per_minute <= worker.account_requests_per_minute == 3000
+    assert worker.tokens_per_minute <= worker.account_tokens_per_minute == 1_000_000

@@ -24,14 +24,14 @@ WORKER_PORT = 8080
 
 
 def rate_share(backfill: ObservedBackfill, settings: OperatorSettings) -> tuple[int, int]:
-    """(requests/min, tokens/min) for one Job: the account's budget split across the slots,
-    capped by the CR's own rateLimit, so N concurrent Jobs never exceed the account."""
+    """(requests/min, tokens/min) one Job may use: the account's whole budget, capped by the
+    CR's own rateLimit. There is no split across the slots: the workers share the account's
+    budget through one bucket in Postgres (worker/ratelimit.py, SharedBucket), so what one
+    Job leaves unused goes to the others, and together they never exceed the account."""
     assert backfill.spec is not None
-    slots = settings.max_concurrent_jobs
-    rpm = max(1, settings.fleet_requests_per_minute // slots)
-    tpm = max(1, settings.fleet_tokens_per_minute // slots)
     limit = backfill.spec.rate_limit
-    return min(rpm, limit.requests_per_minute), min(tpm, limit.tokens_per_minute)
+    return (min(settings.fleet_requests_per_minute, limit.requests_per_minute),
+            min(settings.fleet_tokens_per_minute, limit.tokens_per_minute))
 
 
 def label_value(text: str) -> str:
@@ -70,6 +70,9 @@ def build_job(backfill: ObservedBackfill, admission: int,
         {"name": "MAX_ATTEMPTS", "value": str(spec.max_attempts)},
         {"name": "RATE_LIMIT_RPM", "value": str(rpm)},
         {"name": "RATE_LIMIT_TPM", "value": str(tpm)},
+        # The account's limits, which the shared bucket holds: the same for every Job.
+        {"name": "ACCOUNT_RATE_LIMIT_RPM", "value": str(settings.fleet_requests_per_minute)},
+        {"name": "ACCOUNT_RATE_LIMIT_TPM", "value": str(settings.fleet_tokens_per_minute)},
         {"name": "PROMETHEUS_PORT", "value": str(WORKER_PORT)},
         {"name": "LOG_LEVEL", "value": settings.worker_log_level},
         {"name": "WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
