@@ -30,8 +30,9 @@ from ..errors import Cancelled, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-# The provider's buckets hold one minute of budget (OpenAI's; the fake provider's default).
-BURST_SECONDS = 60.0
+# A request waiting its turn in the shared bucket re-reads the row this often when nothing
+# else did, so that budget other workers give back reaches it.
+REFRESH_SECONDS = 0.25
 
 
 @dataclass
@@ -304,12 +305,12 @@ class SharedBucket:
         self.account = account
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by the lanes
-        # Seconds by which settlements and corrections have moved the bucket's timeline
-        # since this worker joined (a positive give brings waiting requests forward), per
-        # bucket: a lane waiting for its turn follows them instead of its first estimate.
+        # The row as last seen, and when: a lane waiting for its turn follows the
+        # settlements and corrections applied since its reservation (`*_adjusted`, every
+        # worker's), refreshing the row when nothing else has for REFRESH_SECONDS.
         self._moved = threading.Condition()
-        self._shift_requests = 0.0
-        self._shift_tokens = 0.0
+        self._seen_at = clock()
+        self._refreshing = False
         self._conn = connect(dsn, application_name=name[:63])
         self._conn.autocommit = True
         self.level = self._run("budget_open", {
@@ -334,7 +335,11 @@ class SharedBucket:
         with self._lock, translated_errors(), self._conn.cursor() as cur:
             cur.execute(query(name), params)
             level = SharedLevel(*(float(v) for v in cur.fetchone()))
-            self.level = level
+        with self._moved:
+            self.level, self._seen_at = level, self._clock()
+            self._moved.notify_all()
+        log.debug("shared budget %s(%s): %s", name, {
+            k: v for k, v in params.items() if v is not None and k != "account"}, level)
         return level
 
     def _apply(self, *, requests: float = 0.0, tokens: float = 0.0, adjust: bool = False,
@@ -353,25 +358,36 @@ class SharedBucket:
 
     def reserve(self, reservation: Reservation, cancelled: threading.Event | None) -> None:
         """Take one request and its tokens, then wait until the provider can admit them."""
-        level = self._apply(requests=-1.0, tokens=-float(reservation.tokens))
-        reservation.shared = level
+        reserved = self._apply(requests=-1.0, tokens=-float(reservation.tokens))
+        reservation.shared = reserved
         start = reservation.reserved_at = self._clock()
-        wait_requests = wait_seconds(level.requests, level.requests_per_minute)
-        wait_tokens = wait_seconds(level.tokens, level.tokens_per_minute)
-        if wait_requests <= 0 and wait_tokens <= 0:
-            return
-        with self._moved:
-            shift_requests, shift_tokens = self._shift_requests, self._shift_tokens
-            while True:
-                if cancelled is not None and cancelled.is_set():
-                    raise Cancelled()
-                due = start + max(wait_requests - (self._shift_requests - shift_requests),
-                                  wait_tokens - (self._shift_tokens - shift_tokens))
-                delay = due - self._clock()
-                if delay <= 0:
+        wait_requests = wait_seconds(reserved.requests, reserved.requests_per_minute)
+        wait_tokens = wait_seconds(reserved.tokens, reserved.tokens_per_minute)
+        while wait_requests > 0 or wait_tokens > 0:
+            if cancelled is not None and cancelled.is_set():
+                raise Cancelled()
+            with self._moved:
+                # Budget given back (or taken) since the reservation moves the turn.
+                level, seen_at = self.level, self._seen_at
+                due = start + max(
+                    wait_requests - (level.requests_adjusted - reserved.requests_adjusted)
+                    * 60.0 / level.requests_per_minute,
+                    wait_tokens - (level.tokens_adjusted - reserved.tokens_adjusted)
+                    * 60.0 / level.tokens_per_minute)
+                now = self._clock()
+                if due <= now:
                     return
-                # The cap keeps a cancelled wait prompt.
-                self._moved.wait(min(delay, 0.5))
+                refresh = not self._refreshing and now - seen_at >= REFRESH_SECONDS
+                if refresh:
+                    self._refreshing = True
+                else:
+                    self._moved.wait(min(due - now, REFRESH_SECONDS))
+            if refresh:
+                try:
+                    self._apply()
+                finally:
+                    with self._moved:
+                        self._refreshing = False
 
     def settle(self, reservation: Reservation, actual_tokens: int | None,
                headers: Mapping[str, str]) -> None:
@@ -391,16 +407,10 @@ class SharedBucket:
         if not (give_requests or give_tokens or any(v is not None for v in view.values())):
             return  # spent as estimated, and nothing new: no round trip
         try:
-            level = self._apply(requests=give_requests, tokens=give_tokens, adjust=True,
-                                **view)
+            self._apply(requests=give_requests, tokens=give_tokens, adjust=True, **view)
         except DatabaseUnavailable as exc:
             log.warning("could not settle with the shared budget (%s); the next response "
                         "corrects it", exc)
-            return
-        with self._moved:
-            self._shift_requests += level.moved_requests * 60.0 / level.requests_per_minute
-            self._shift_tokens += level.moved_tokens * 60.0 / level.tokens_per_minute
-            self._moved.notify_all()
 
     def _headers_view(self, reservation: Reservation, reserved: SharedLevel,
                       headers: Mapping[str, str]) -> dict[str, float | None]:
