@@ -44,12 +44,15 @@ import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 
 from f1backfill.db.migrate import migrate  # noqa: E402
+from f1backfill.worker.ratelimit import SharedBucket, account_id  # noqa: E402
 from f1sandbox.fake_openai import count_tokens  # noqa: E402
 from f1sandbox.localdb import LocalPostgres  # noqa: E402
 from f1sandbox.samples import add_rows, add_yacht, make_text, text_lengths  # noqa: E402
 
 DIMENSIONS = 1536
 BATCH_SIZE = 100
+API_KEY = "sk-bench"
+MODEL = "text-embedding-3-small"
 # "Unlimited": limits no run of this size can reach, on both sides.
 HUGE_RPM = 10_000_000
 HUGE_TPM = 10_000_000_000
@@ -154,7 +157,7 @@ def start_worker(scenario: Scenario, database_url: str, yacht_id: str, base_url:
     env = {
         **os.environ,
         "DATABASE_URL": database_url, "YACHT_ID": yacht_id,
-        "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": "sk-bench",
+        "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": API_KEY, "EMBEDDING_MODEL": MODEL,
         "OPENAI_BASE_URL": base_url, "EMBEDDING_DIMENSIONS": str(DIMENSIONS),
         # The worker's budget is the account's limits.
         "RATE_LIMIT_RPM": str(scenario.rpm), "RATE_LIMIT_TPM": str(scenario.tpm),
@@ -274,6 +277,20 @@ def stop(process: subprocess.Popen) -> None:
 
 
 # -- one scenario --------------------------------------------------------------------------
+def account_rests_full(database_url: str, scenario: Scenario) -> None:
+    """The fake starts full, as an account nobody used for a minute: its shared bucket in
+    Postgres says so too (a row the workers of an idle account left refills to full; a new
+    row would start empty, docs/design.md §10)."""
+    SharedBucket(database_url, account_id(API_KEY, MODEL), scenario.rpm, scenario.tpm).close()
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE provider_budget SET requests = requests_per_minute, "
+                        "tokens = tokens_per_minute, updated_at = clock_timestamp()")
+    finally:
+        conn.close()
+
+
 def db_figures(database_url: str, yacht_id: str) -> dict:
     conn = psycopg2.connect(database_url)
     try:
@@ -326,6 +343,7 @@ def run_scenario(server: LocalPostgres, scenario: Scenario, args: argparse.Names
     worker_log = workdir / f"{scenario.name}.worker.log"
     fake, base_url = start_fake(scenario, workdir / f"{scenario.name}.fake.log")
     try:
+        account_rests_full(database_url, scenario)
         fake_cpu = CpuMeter(fake.pid, children=False)
         pg_cpu = CpuMeter(postmaster_pid(server), children=True)
         fake_cpu.start()
