@@ -6,7 +6,9 @@ f1sandbox.fake_openai`, so the fake's CPU is not charged to the worker) on a thr
 PostgreSQL 18 + pgvector, one fresh database and one fresh fake per scenario:
 
   limited-20ms   OpenAI's tier limits (TPM 1,000,000, RPM 3,000, 60 s burst), 20 ms latency,
-                 enough rows for the burst plus --steady-seconds (90) of steady state
+                 the provider starting spent as after a previous Job (--start empty, the
+                 default) with rows for --steady-seconds (90) at the refill rate, or full
+                 (--start full) with rows for the burst plus those 90 s
   limited-150ms  the same at 150 ms latency
   rss-24k        every text 24,000 chars, batch 100, 1,536 dims: the worker's peak RSS
   unlimited      latency 0 and limits nobody reaches: the worker's own rows/s
@@ -88,6 +90,7 @@ class Scenario:
     texts: Texts
     rows: int  # 0: sized from the limits so the run lasts the burst plus the steady state
     limited: bool
+    start_empty: bool = False  # the fake's buckets (and the account's row) start spent
 
 
 def log(message: str) -> None:
@@ -96,7 +99,8 @@ def log(message: str) -> None:
 
 def scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
     limited = {"rpm": args.rpm, "tpm": args.tpm, "burst_seconds": args.burst_seconds,
-               "texts": FLEET_TEXTS, "rows": 0, "limited": True}
+               "texts": FLEET_TEXTS, "rows": 0, "limited": True,
+               "start_empty": args.start == "empty"}
     huge = {"rpm": HUGE_RPM, "tpm": HUGE_TPM, "burst_seconds": 60.0, "limited": False}
     return {
         "limited-20ms": Scenario("limited-20ms", 20.0, **limited),
@@ -119,7 +123,8 @@ def rows_for(scenario: Scenario, steady_seconds: float) -> int:
     if scenario.rows:
         return scenario.rows
     # The burst (a full bucket) goes first, then the refill rate paces the rest.
-    tokens = scenario.tpm * scenario.burst_seconds / 60.0 + scenario.tpm / 60.0 * steady_seconds
+    burst = 0.0 if scenario.start_empty else scenario.tpm * scenario.burst_seconds / 60.0
+    tokens = burst + scenario.tpm / 60.0 * steady_seconds
     return math.ceil(tokens / mean_tokens_per_row(scenario.texts))
 
 
@@ -130,6 +135,8 @@ def start_fake(scenario: Scenario, log_path: Path) -> tuple[subprocess.Popen, st
                "--rpm", str(scenario.rpm), "--tpm", str(scenario.tpm),
                "--burst-seconds", str(scenario.burst_seconds),
                "--latency-ms", str(scenario.latency_ms), "--dimensions", str(DIMENSIONS)]
+    if scenario.start_empty:
+        command.append("--start-empty")
     with open(log_path, "ab") as errors:
         fake = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=errors)
@@ -277,11 +284,14 @@ def stop(process: subprocess.Popen) -> None:
 
 
 # -- one scenario --------------------------------------------------------------------------
-def account_rests_full(database_url: str, scenario: Scenario) -> None:
-    """The fake starts full, as an account nobody used for a minute: its shared bucket in
-    Postgres says so too (a row the workers of an idle account left refills to full; a new
-    row would start empty, docs/design.md §10)."""
+def account_as_the_fake(database_url: str, scenario: Scenario) -> None:
+    """The account's shared bucket in Postgres says what the fake holds. Started empty: the
+    row the previous Job's worker left, spent. Started full, as an account nobody used for a
+    minute: a row the workers of an idle account left refills to full (a new row would start
+    empty, docs/design.md §10)."""
     SharedBucket(database_url, account_id(API_KEY, MODEL), scenario.rpm, scenario.tpm).close()
+    if scenario.start_empty:
+        return
     conn = psycopg2.connect(database_url)
     try:
         with conn, conn.cursor() as cur:
@@ -321,7 +331,8 @@ def summary_from_log(log_path: Path) -> dict:
 def run_scenario(server: LocalPostgres, scenario: Scenario, args: argparse.Namespace,
                  workdir: Path) -> dict:
     log(f"== {scenario.name}: latency {scenario.latency_ms:g} ms, RPM {scenario.rpm:,}, "
-        f"TPM {scenario.tpm:,}, burst {scenario.burst_seconds:g} s")
+        f"TPM {scenario.tpm:,}, burst {scenario.burst_seconds:g} s"
+        + (", starting spent" if scenario.start_empty else ""))
     database_url = server.create_database("bench_" + scenario.name.replace("-", "_"))
     migrate(database_url, dimensions=DIMENSIONS)
     rows = rows_for(scenario, args.steady_seconds)
@@ -343,7 +354,7 @@ def run_scenario(server: LocalPostgres, scenario: Scenario, args: argparse.Names
     worker_log = workdir / f"{scenario.name}.worker.log"
     fake, base_url = start_fake(scenario, workdir / f"{scenario.name}.fake.log")
     try:
-        account_rests_full(database_url, scenario)
+        account_as_the_fake(database_url, scenario)
         fake_cpu = CpuMeter(fake.pid, children=False)
         pg_cpu = CpuMeter(postmaster_pid(server), children=True)
         fake_cpu.start()
@@ -375,7 +386,8 @@ def run_scenario(server: LocalPostgres, scenario: Scenario, args: argparse.Names
         "timed_out": timed_out,
         "latency_ms": scenario.latency_ms,
         "limits": {"rpm": scenario.rpm, "tpm": scenario.tpm,
-                   "burst_seconds": scenario.burst_seconds},
+                   "burst_seconds": scenario.burst_seconds,
+                   "start_empty": scenario.start_empty},
         "wall_seconds": round(wall, 2),
         "first_claim_to_last_ack_seconds": round(db["first_claim_to_last_ack_s"], 2),
         "provider_window_seconds": round(stats["elapsed_seconds"], 2),
@@ -386,8 +398,11 @@ def run_scenario(server: LocalPostgres, scenario: Scenario, args: argparse.Names
         "allowed_tokens": round(stats["allowed_tokens"]),
         "ceiling_utilisation": round(stats["tokens_served"] / stats["allowed_tokens"], 4)
         if stats["allowed_tokens"] else None,
+        "tokens_at_first_request": round(stats["tokens_at_first_request"] or 0),
+        # Beyond what the bucket held at the first request, the refill paced the rest.
         "steady_state_seconds": round(
-            max(0.0, stats["tokens_served"] - stats["token_capacity"]) / (scenario.tpm / 60.0),
+            max(0.0, stats["tokens_served"] - (stats["tokens_at_first_request"] or 0))
+            / (scenario.tpm / 60.0),
             1),
         "requests": requests,
         "requests_ok": stats["by_status"].get("200", 0),
@@ -451,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tpm", type=int, default=1_000_000, help="limited scenarios' TPM")
     parser.add_argument("--burst-seconds", type=float, default=60.0,
                         help="bucket capacity in seconds of refill (OpenAI: 60)")
+    parser.add_argument("--start", choices=["empty", "full"], default="empty",
+                        help="limited scenarios: the provider's buckets (and the account's "
+                        "shared bucket) start spent, as after a previous Job (default), or "
+                        "full, as for an account nobody used for a minute")
     parser.add_argument("--steady-seconds", type=float, default=90.0,
                         help="limited scenarios: seconds of steady state after the burst")
     parser.add_argument("--rss-rows", type=int, default=2000, help="rows of the rss-24k run")
@@ -483,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
         "settings": {"batch_size": BATCH_SIZE, "batch_sleep_sec": args.batch_sleep,
                      "max_in_flight": args.max_in_flight, "dimensions": DIMENSIONS,
-                     "steady_seconds": args.steady_seconds,
+                     "steady_seconds": args.steady_seconds, "provider_start": args.start,
                      "fleet_texts": asdict(FLEET_TEXTS), "seed": args.seed},
         "targets": TARGETS,
         "scenarios": results,
