@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from ..db import query
+from ..db.connection import connect, translated_errors
 from ..errors import Cancelled, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -300,8 +302,6 @@ class SharedBucket:
     def __init__(self, dsn: str, account: str, requests_per_minute: float,
                  tokens_per_minute: float, *, clock: Callable[[], float] = time.monotonic,
                  name: str = "f1backfill-budget") -> None:
-        from ..db.connection import connect
-
         self.account = account
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by the lanes
@@ -329,9 +329,6 @@ class SharedBucket:
         return self.level.tokens_per_minute
 
     def _run(self, name: str, params: dict) -> SharedLevel:
-        from ..db import query
-        from ..db.connection import translated_errors
-
         with self._lock, translated_errors(), self._conn.cursor() as cur:
             cur.execute(query(name), params)
             level = SharedLevel(*(float(v) for v in cur.fetchone()))
