@@ -7,6 +7,9 @@ import pytest
 from f1backfill.errors import Cancelled
 from f1backfill.worker.ratelimit import (
     RateLimiter,
+    Reservation,
+    SharedBucket,
+    SharedLevel,
     account_id,
     correction,
     parse_duration,
@@ -261,3 +264,19 @@ def test_a_wait_for_the_shared_bucket_cancelled_gives_everything_back():
         limiter.acquire(1000, threading.Event())
     assert shared.calls == [("reserve", 1000), ("settle", 1000, None, {})]
     assert limiter.snapshot()["tokens"] == pytest.approx(60_000)
+
+
+def test_headers_that_say_not_known_are_ignored():
+    """Azure's OpenAI has answered limit -1, remaining -1, reset 0: no news, not an empty
+    account of capacity -1."""
+    unknown = {"x-ratelimit-limit-tokens": "-1", "x-ratelimit-remaining-tokens": "-1",
+               "x-ratelimit-reset-tokens": "0", "x-ratelimit-limit-requests": "-1",
+               "x-ratelimit-remaining-requests": "-1", "x-ratelimit-reset-requests": "0"}
+    limiter = RateLimiter(600, 60_000, clock=FakeClock())
+    limiter.observe_headers(unknown)
+    assert limiter.max_request_tokens == 60_000
+    assert limiter.snapshot()["tokens"] == pytest.approx(60_000)
+    # The shared bucket reads them the same way: nothing to correct, no limit to lower.
+    view = SharedBucket.headers_view(Reservation(10, sent_at=1.0, reserved_at=1.0),
+                                     SharedLevel(0, 0, 600, 60_000, 0, 0, 0, 0), unknown)
+    assert all(value is None for value in view.values()), view

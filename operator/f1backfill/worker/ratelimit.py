@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..db import query
 from ..db.connection import connect, translated_errors
-from ..errors import Cancelled, DatabaseUnavailable
+from ..errors import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +242,10 @@ class RateLimiter:
         that bound is news (someone else spends this account), and then we take the bound,
         less what we still have in flight.
         """
-        limit_tokens = _number(headers.get("x-ratelimit-limit-tokens"))
-        limit_requests = _number(headers.get("x-ratelimit-limit-requests"))
-        remaining_tokens = _number(headers.get("x-ratelimit-remaining-tokens"))
-        remaining_requests = _number(headers.get("x-ratelimit-remaining-requests"))
+        limit_tokens = _limit(headers, "tokens")
+        limit_requests = _limit(headers, "requests")
+        remaining_tokens = _remaining(headers, "tokens")
+        remaining_requests = _remaining(headers, "requests")
         with self._cond:
             now = self._refill()
             since = max(0.0, now - (now if sent_at is None else sent_at))
@@ -391,13 +391,13 @@ class SharedBucket:
         """Give back what the provider did not count, or, when the response says what the
         provider's buckets hold, move the shared level there (`correction`).
 
-        A database error here is logged, not raised: the request is done, and the next
-        response's headers correct the level.
+        An error here is logged, not raised: the request is done, and the next response's
+        headers correct the level.
         """
         reserved, reservation.shared = reservation.shared, None
         if reserved is None:
             return  # never reserved here, or settled already
-        view = self._headers_view(reservation, reserved, headers)
+        view = self.headers_view(reservation, reserved, headers)
         # Without the provider's view, what it did not count comes back.
         give_tokens = float(reservation.tokens - (actual_tokens or 0))
         give_requests = 1.0 if actual_tokens is None else 0.0
@@ -405,17 +405,18 @@ class SharedBucket:
             return  # spent as estimated, and nothing new: no round trip
         try:
             self._apply(requests=give_requests, tokens=give_tokens, adjust=True, **view)
-        except DatabaseUnavailable as exc:
-            log.warning("could not settle with the shared budget (%s); the next response "
-                        "corrects it", exc)
+        except Exception as exc:  # the request is done: a failed settlement must not fail it
+            log.warning("could not settle with the shared budget (%s: %s); the next "
+                        "response corrects it", type(exc).__name__, exc)
 
-    def _headers_view(self, reservation: Reservation, reserved: SharedLevel,
-                      headers: Mapping[str, str]) -> dict[str, float | None]:
+    @staticmethod
+    def headers_view(reservation: Reservation, reserved: SharedLevel,
+                     headers: Mapping[str, str]) -> dict[str, float | None]:
         """The provider's limits and levels from `headers`, with what the reservation
         predicted for the moment the provider saw the request (`budget_apply`'s
         `expected_*`)."""
-        requests_limit = _number(headers.get("x-ratelimit-limit-requests"))
-        tokens_limit = _number(headers.get("x-ratelimit-limit-tokens"))
+        requests_limit = _limit(headers, "requests")
+        tokens_limit = _limit(headers, "tokens")
         rpm = min(reserved.requests_per_minute, requests_limit or math.inf)
         tpm = min(reserved.tokens_per_minute, tokens_limit or math.inf)
         sent_at = reservation.sent_at
@@ -425,7 +426,7 @@ class SharedBucket:
         for bucket, per_minute, level, adjusted in (
                 ("requests", rpm, reserved.requests, reserved.requests_adjusted),
                 ("tokens", tpm, reserved.tokens, reserved.tokens_adjusted)):
-            seen = provider_level(_number(headers.get(f"x-ratelimit-remaining-{bucket}")),
+            seen = provider_level(_remaining(headers, bucket),
                                   parse_duration(headers.get(f"x-ratelimit-reset-{bucket}")),
                                   per_minute)
             view[f"seen_{bucket}"] = seen
@@ -441,6 +442,19 @@ def _number(value: str | None) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+def _limit(headers: Mapping[str, str], bucket: str) -> float | None:
+    """x-ratelimit-limit-{bucket}; None unless positive (Azure's OpenAI has been seen
+    answering -1 for 'not known')."""
+    value = _number(headers.get(f"x-ratelimit-limit-{bucket}"))
+    return value if value is not None and value > 0 else None
+
+
+def _remaining(headers: Mapping[str, str], bucket: str) -> float | None:
+    """x-ratelimit-remaining-{bucket}; None when absent or negative ('not known')."""
+    value = _number(headers.get(f"x-ratelimit-remaining-{bucket}"))
+    return value if value is not None and value >= 0 else None
 
 
 def parse_duration(value: str | None) -> float | None:
