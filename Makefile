@@ -58,6 +58,7 @@ bench: $(STAMP) ## the benchmarks (docs/benchmarks.md)
 	PYTHONPATH=. $(BIN)/python bench/worker_throughput.py
 	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
 	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
+	PYTHONPATH=. $(BIN)/python bench/search_latency.py
 
 clean: ## delete .venv and the caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
