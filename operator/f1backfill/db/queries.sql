@@ -458,10 +458,14 @@ ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, 
 
 -- name: search_signatures
 -- The embeddings a yacht's rows carry (provider, model, length) and how many rows each:
--- a query must be embedded as they were.
-SELECT embedding_provider, embedding_model, vector_dims(embedding), count(*)
-FROM search_index
-WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+-- a query must be embedded as they were. The length is the column's type (pgvector's
+-- typmod), which every stored vector has; only a column without one makes each vector be
+-- read for it.
+SELECT s.embedding_provider, s.embedding_model,
+       coalesce(nullif(a.atttypmod, -1), vector_dims(s.embedding)), count(*)
+FROM search_index s
+JOIN pg_attribute a ON a.attrelid = 'search_index'::regclass AND a.attname = 'embedding'
+WHERE s.yacht_id = %(yacht_id)s AND s.embedding_status = 'embedded'
 GROUP BY 1, 2, 3;
 
 -- name: search_nearest
