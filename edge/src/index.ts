@@ -61,11 +61,18 @@ interface Plan {
 
 export default {
   async fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
-    const plan = await cachePlan(request, env);
+    let plan: Plan | null = null;
+    let hit: KVNamespaceGetWithMetadataResult<ArrayBuffer, Stored> | null = null;
+    try {
+      plan = await cachePlan(request, env);
+      if (plan !== null) hit = await env.SEARCH_CACHE.getWithMetadata<Stored>(plan.key, "arrayBuffer");
+    } catch (error) {
+      // KV unavailable, or a surprise: the search goes to the origin, never fails here.
+      console.warn(`search edge cache: passed through (${String(error)})`);
+      plan = null;
+    }
     if (plan === null) return fetch(request);
-
-    const hit = await env.SEARCH_CACHE.getWithMetadata<Stored>(plan.key, "arrayBuffer");
-    if (hit.value !== null && hit.metadata !== null) {
+    if (hit?.value && hit.metadata) {
       const headers = new Headers(hit.metadata.headers);
       return new Response(hit.value, { status: 200, headers: edgeHeaders(headers, "HIT") });
     }

@@ -166,6 +166,21 @@ describe("a verified search", () => {
   });
 });
 
+describe("KV away", () => {
+  it("sends the search to the origin instead of failing it", async () => {
+    const broken = {
+      get: async () => { throw new Error("KV GET failed: 503"); },
+      getWithMetadata: async () => { throw new Error("KV GET failed: 503"); },
+      put: async () => { throw new Error("KV PUT failed: 503"); },
+    } as unknown as KVNamespace;
+    const answer = await call("/api/f1/search?q=pump", bearer(await token()), { ...env, SEARCH_CACHE: broken });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.body).query).toBe("pump");
+    expect(answer.headers.get("X-Cache")).toBeNull();
+    expect(origin.requests).toHaveLength(1);
+  });
+});
+
 describe("a token that does not verify", () => {
   const path = "/api/f1/search?q=pump";
 

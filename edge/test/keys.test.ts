@@ -75,6 +75,18 @@ for (const alg of ["RS256", "ES256"] as const) {
       expect(origin.requests).toHaveLength(2);
     });
 
+    it("passes everything through while the issuer's key set cannot be fetched", async () => {
+      const key = await issuerKey("k1");
+      issuer.status = 503;
+      const auth = bearer(await signed(alg, key, "k1"));
+      for (let i = 0; i < 2; i++) {
+        const answer = await call("/api/f1/search?q=pump", auth, bindings);
+        expect(answer.status).toBe(200); // the origin's answer, not an error of the edge
+        expect(answer.headers.get("X-Cache")).toBeNull();
+      }
+      expect(origin.requests).toHaveLength(2);
+    });
+
     it("passes through a token without a kid", async () => {
       const key = await issuerKey("k1");
       const noKid = await new SignJWT(claims()).setProtectedHeader({ alg }).setExpirationTime("5m").sign(key);

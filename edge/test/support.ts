@@ -103,6 +103,7 @@ export const JWKS_URL = "https://issuer.example/.well-known/jwks.json";
 /** The issuer's JWK set endpoint: serves `keys`, counts its fetches. */
 export class FakeJwks {
   keys: object[] = [];
+  status = 200;
   fetches = 0;
 }
 
@@ -116,12 +117,13 @@ export function fakeJwks(): FakeJwks {
       .intercept({ path: "/.well-known/jwks.json" })
       .reply(() => {
         served.fetches++;
-        return { statusCode: 200, data: JSON.stringify({ keys: served.keys }), responseOptions: { headers: { "content-type": "application/json" } } };
+        return { statusCode: served.status, data: JSON.stringify({ keys: served.keys }), responseOptions: { headers: { "content-type": "application/json" } } };
       })
       .persist();
     jwks = served;
   }
   jwks.keys = [];
+  jwks.status = 200;
   jwks.fetches = 0;
   return jwks;
 }
