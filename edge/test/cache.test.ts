@@ -1,7 +1,7 @@
 // The edge cache in the Workers runtime: what it serves, to whom, and what it never does.
 import { env } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { EDGE_CACHE_CONTROL, MAX_CACHED_BODY_BYTES } from "../src/index";
+import { EDGE_CACHE_CONTROL, MAX_CACHED_BODY_BYTES } from "../src/cache";
 import { searchQuery } from "../src/querytext";
 import {
   OTHER_YACHT, YACHT, b64url, bearer, call, claims, fakeOrigin, token, type FakeOrigin, type OriginReply,

@@ -2,7 +2,7 @@
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from "jose";
 import { beforeEach, describe, expect, it } from "vitest";
 import { resetKeySets } from "../src/auth";
-import type { Env } from "../src/index";
+import type { Env } from "../src/env";
 import {
   bearer, call, claims, fakeJwks, fakeOrigin, JWKS_URL, testEnv, token, type FakeJwks,
   type FakeOrigin,

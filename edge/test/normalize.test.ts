@@ -1,7 +1,7 @@
 // The shared test vectors (tests/vectors/search_keys.json, generated from the origin's
 // Python by scripts/sync_edge.py): the Worker must derive the same key material.
 import { describe, expect, it } from "vitest";
-import { generationKey, sha256Hex } from "../src/index";
+import { generationKey, sha256Hex } from "../src/cache";
 import { searchQuery } from "../src/querytext";
 import vectors from "../../tests/vectors/search_keys.json";
 
