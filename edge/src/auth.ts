@@ -9,8 +9,8 @@
  * 3. the signature, with JWT_SECRET (HS256) or the key of the token's `kid` in the JWK set
  *    at JWT_JWKS_URL (RS256 / ES256), the set cached in this isolate for JWT_JWKS_TTL_SECONDS;
  *    `jku`, `x5u` and `jwk` headers are ignored;
- * 4. `exp` (required) and `nbf` with JWT_LEEWAY_SECONDS of skew; `aud` / `iss` when
- *    JWT_AUDIENCE / JWT_ISSUER are set;
+ * 4. `exp` (required), `nbf` and `iat` with JWT_LEEWAY_SECONDS of skew; `aud` / `iss`
+ *    when JWT_AUDIENCE / JWT_ISSUER are set;
  * 5. the claims `yacht_id`, `user_id`, `org_id` (UUIDs, lowercased) and `role` (non-empty).
  *
  * Any failure is `null`: the request then goes to the origin as it came, which answers 401.
@@ -166,6 +166,10 @@ export async function verifyBearer(header: string | null, config: AuthConfig): P
       : await jwtVerify(token, keySet(config.jwksUrl!, config.jwksTtlSeconds), options);
     // The origin looks keys up by kid only; a token without one is refused there too.
     if (config.jwksUrl && typeof protectedHeader.kid !== "string") return null;
+    // PyJWT refuses a token issued in the future (beyond the leeway); jose does not.
+    if (typeof payload.iat === "number" && payload.iat > Date.now() / 1000 + config.leewaySeconds) {
+      return null;
+    }
     return claims(payload);
   } catch (error) {
     if (!(error instanceof errors.JOSEError)) {

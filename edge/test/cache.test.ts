@@ -228,6 +228,7 @@ describe("a token that does not verify", () => {
     const now = Math.floor(Date.now() / 1000);
     await expectRefusedAtOrigin(`Bearer ${await token({ ...claims(), iat: now - 7200 }, undefined, now - 3600)}`);
     await expectRefusedAtOrigin(`Bearer ${await token({ ...claims(), nbf: now + 3600 })}`);
+    await expectRefusedAtOrigin(`Bearer ${await token({ ...claims(), iat: now + 3600 }, undefined, now + 7200)}`);
   });
 
   it("without exp, or a claim the origin requires, never gets a HIT", async () => {

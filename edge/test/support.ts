@@ -16,14 +16,13 @@ export function claims(extra: JWTPayload = {}): JWTPayload {
   return { yacht_id: YACHT, user_id: USER, org_id: ORG, role: "engineer", ...extra };
 }
 
-/** An HS256 token signed with `secret` (default: the Worker's), valid for five minutes. */
+/** An HS256 token signed with `secret` (default: the Worker's), valid for five minutes,
+ * issued now unless `payload` says when. */
 export async function token(payload: JWTPayload = claims(), secret = testEnv.JWT_SECRET!,
                             expiresIn: string | number = "5m"): Promise<string> {
-  return new SignJWT(payload)
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-    .setIssuedAt()
-    .setExpirationTime(expiresIn)
-    .sign(new TextEncoder().encode(secret));
+  const jwt = new SignJWT(payload).setProtectedHeader({ alg: "HS256", typ: "JWT" });
+  if (payload.iat === undefined) jwt.setIssuedAt();
+  return jwt.setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
 }
 
 export function b64url(value: unknown): string {
