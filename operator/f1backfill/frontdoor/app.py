@@ -35,7 +35,7 @@ from ..errors import (
     SchemaNotReady,
     Unauthorized,
 )
-from ..querytext import normalize_query
+from ..querytext import search_query
 from .auth import Claims, TokenVerifier
 from .cache import SearchCache, search_key
 from .metrics import FrontDoorMetrics
@@ -169,7 +169,7 @@ def create_app(door: FrontDoor, *, on_shutdown: Callable[[], None] | None = None
                      limit: Annotated[int | None, Query(ge=1, le=settings.max_limit)] = None,
                      ) -> Response:
         claims = await door.verifier.verify(request.headers.get("authorization"))
-        normalized = normalize_query(q, settings.max_query_chars) if q.strip() else ""
+        normalized = search_query(q, settings.max_query_chars)
         hits, cached = await door.search(claims, normalized, limit or settings.default_limit)
         body = {"search_id": str(uuid.uuid4()), "query": normalized, "results": hits,
                 "cached": cached}
