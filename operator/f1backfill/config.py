@@ -175,6 +175,10 @@ def _check_cloudflare(settings: Any) -> None:
     if missing and len(missing) < len(values):
         raise ConfigError(f"{', '.join(CLOUDFLARE_SETTINGS)} are set together (or none): "
                           f"{', '.join(missing)} missing")
+    if not missing and not settings.redis_url:
+        # The edge is sent the generation Redis counts; without Redis there is none to send.
+        raise ConfigError(f"{', '.join(CLOUDFLARE_SETTINGS)} publish the cache generations "
+                          "kept in Redis: set REDIS_URL too")
     for name in CLOUDFLARE_SETTINGS[:2]:
         if values[name] and not _CLOUDFLARE_ID.fullmatch(values[name]):
             raise ConfigError(f"{name} is not a Cloudflare id: {values[name]!r}")

@@ -277,7 +277,8 @@ def test_the_edge_kv_reaches_the_operator_and_by_name_the_workers():
     # What the operator makes of it (its own token from the Secret): each Job references
     # the Secret, never the token.
     plain = {key: value for key, value in env.items() if isinstance(value, str)}
-    settings = OperatorSettings.from_env({**plain, "CLOUDFLARE_API_TOKEN": "cf-token"})
+    settings = OperatorSettings.from_env({**plain, "CLOUDFLARE_API_TOKEN": "cf-token",
+                                        "REDIS_URL": "redis://redis:6379/0"})
     backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
                                 created=datetime(2025, 1, 1, tzinfo=UTC),
                                 spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))

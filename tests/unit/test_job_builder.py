@@ -214,11 +214,17 @@ def test_no_redis_url_without_a_secret_even_when_the_operator_has_one() -> None:
 
 CLOUDFLARE = {"cloudflare_account_id": "0123456789abcdef0123456789abcdef",
               "cloudflare_kv_namespace_id": "fedcba9876543210fedcba9876543210",
-              "cloudflare_api_token": "cf-s3cret"}
+              "cloudflare_api_token": "cf-s3cret", "redis_url": "redis://redis:6379/0"}
 
 
 def test_the_edge_kv_settings_reach_workers_with_the_token_by_reference() -> None:
     s = settings(**CLOUDFLARE, cloudflare_secret_name="f1backfill-cloudflare")
+    # Without Redis a worker has no generation to publish: no CLOUDFLARE_* (its settings
+    # would refuse them).
+    assert not [name for name in env(build_job(backfill(), 1, s))
+                if name.startswith("CLOUDFLARE_")]
+    s = settings(**CLOUDFLARE, cloudflare_secret_name="f1backfill-cloudflare",
+                 redis_secret_name="f1backfill-redis")
     job = build_job(backfill(), 1, s)
     values = literal_env(job)
     assert values["CLOUDFLARE_ACCOUNT_ID"] == CLOUDFLARE["cloudflare_account_id"]
@@ -229,7 +235,8 @@ def test_the_edge_kv_settings_reach_workers_with_the_token_by_reference() -> Non
     assert "CLOUDFLARE_API_BASE_URL" not in values  # Cloudflare's own, the default
     assert "cf-s3cret" not in json.dumps(job)
     fake = settings(**CLOUDFLARE, cloudflare_secret_name="cf", cloudflare_secret_key="token",
-                    cloudflare_api_base_url="http://127.0.0.1:8787/client/v4")
+                    cloudflare_api_base_url="http://127.0.0.1:8787/client/v4",
+                    redis_secret_name="f1backfill-redis")
     job = build_job(backfill(), 1, fake)
     assert literal_env(job)["CLOUDFLARE_API_BASE_URL"] == "http://127.0.0.1:8787/client/v4"
     assert env(job)["CLOUDFLARE_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
