@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test unit integration e2e lint bench clean manifests tools
+.PHONY: help demo test unit integration e2e edge lint bench clean manifests tools
 
 $(STAMP): pyproject.toml operator/f1sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ help: ## this list
 demo: $(STAMP) ## the whole product in a local sandbox (no cluster, key or database)
 	$(BIN)/f1sandbox demo
 
-test: $(STAMP) ## lint + the whole test suite (~7 min)
+test: $(STAMP) edge ## lint + the whole test suite, the edge Worker's too (~7 min)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q
 
@@ -38,6 +38,28 @@ integration: $(STAMP) ## the integration tests (real PostgreSQL, API emulator, f
 
 e2e: $(STAMP) ## the end-to-end tests (operator + worker processes + job runner)
 	$(BIN)/python -m pytest tests/e2e -q
+
+# The edge Worker (edge/, docs/edge.md) is TypeScript: its tests run in workerd, the Workers
+# runtime, which npm installs. Node.js is required, not optional: without it this fails,
+# saying so, rather than skipping the tests. `npm ci` installs exactly the lockfile, again
+# whenever package.json or the lockfile changes.
+EDGE_STAMP := edge/node_modules/.installed
+NODE_MIN_MAJOR := 20
+NODE_CHECK = command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+	|| { echo "error: the edge Worker's tests (edge/) need Node.js >= $(NODE_MIN_MAJOR) and npm on PATH: install them (https://nodejs.org/en/download)" >&2; exit 1; }; \
+	node -e 'const m = +process.versions.node.split(".")[0]; if (m < $(NODE_MIN_MAJOR)) { console.error("error: the edge Worker needs Node.js >= $(NODE_MIN_MAJOR), this is " + process.version); process.exit(1); }'
+# Wrangler's anonymous usage reports are off for the tests and the build.
+export WRANGLER_SEND_METRICS := false
+
+$(EDGE_STAMP): edge/package.json edge/package-lock.json
+	@$(NODE_CHECK)
+	cd edge && npm ci --no-audit --no-fund
+	touch $(EDGE_STAMP)
+
+edge: $(EDGE_STAMP) ## the edge Worker: type-check, its tests in workerd, the bundle (edge/dist)
+	@$(NODE_CHECK)
+	cd edge && npm test
+	cd edge && npm run build
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
@@ -59,6 +81,7 @@ bench: $(STAMP) ## the benchmarks (docs/benchmarks.md)
 	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
 	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
 	PYTHONPATH=. $(BIN)/python bench/fleet_budget.py
+	PYTHONPATH=. $(BIN)/python bench/search_latency.py
 
 clean: ## delete .venv and the caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

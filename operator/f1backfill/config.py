@@ -10,13 +10,14 @@ the offending variable in its error, so a bad Job spec fails at start, not mid-b
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from .constants import Provider
+from .constants import CLOUDFLARE_API, Provider
 from .defaults import (
     BATCH_SIZE,
     BATCH_SLEEP_SECONDS,
@@ -39,6 +40,30 @@ def _bounded(env: str, doc: str, bound: Bound) -> Any:
     """A numeric setting whose default and limits live in defaults.py."""
     return field(default=bound.default,
                  metadata=_meta(env, doc, lo=bound.minimum, hi=bound.maximum))
+
+
+# The edge's KV (docs/edge.md), where the worker and the operator also publish each
+# generation they bump: the same four settings in both.
+def _cloudflare_account_id() -> Any:
+    return field(default="", metadata=_meta(
+        "CLOUDFLARE_ACCOUNT_ID", "Cloudflare account of the edge Worker's KV namespace; "
+        "empty = generations are not published to the edge"))
+
+
+def _cloudflare_kv_namespace_id() -> Any:
+    return field(default="", metadata=_meta(
+        "CLOUDFLARE_KV_NAMESPACE_ID", "id of that KV namespace (the Worker's SEARCH_CACHE)"))
+
+
+def _cloudflare_api_token() -> Any:
+    return field(default="", repr=False, metadata=_meta(
+        "CLOUDFLARE_API_TOKEN", "API token allowed to write that namespace (Workers KV "
+        "Storage: Edit); from a Secret", secret=True))
+
+
+def _cloudflare_api_base_url() -> Any:
+    return field(default=CLOUDFLARE_API, metadata=_meta(
+        "CLOUDFLARE_API_BASE_URL", "Cloudflare's API; another only for tests"))
 
 
 class _Settings:
@@ -124,6 +149,10 @@ class WorkerSettings(_Settings):
     redis_url: str = field(default="", metadata=_meta(
         "REDIS_URL", "Redis of the search cache, whose yacht generation each batch bumps; "
         "empty = no bump; from a Secret", secret=True))
+    cloudflare_account_id: str = _cloudflare_account_id()
+    cloudflare_kv_namespace_id: str = _cloudflare_kv_namespace_id()
+    cloudflare_api_token: str = _cloudflare_api_token()
+    cloudflare_api_base_url: str = _cloudflare_api_base_url()
 
     def validate(self) -> None:
         super().validate()
@@ -134,8 +163,35 @@ class WorkerSettings(_Settings):
                 raise ConfigError(f"YACHT_ID is not a UUID: {self.yacht_id!r}") from None
         _check_provider("EMBEDDING_PROVIDER", self.provider)
         _check_redis_url("REDIS_URL", self.redis_url)
+        _check_cloudflare(self)
         if self.provider == Provider.OPENAI and not self.openai_api_key:
             raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
+
+
+CLOUDFLARE_SETTINGS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_KV_NAMESPACE_ID",
+                       "CLOUDFLARE_API_TOKEN")
+_CLOUDFLARE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_cloudflare(settings: Any) -> None:
+    values = dict(zip(CLOUDFLARE_SETTINGS, (
+        settings.cloudflare_account_id, settings.cloudflare_kv_namespace_id,
+        settings.cloudflare_api_token), strict=True))
+    missing = [name for name, value in values.items() if not value]
+    if missing and len(missing) < len(values):
+        raise ConfigError(f"{', '.join(CLOUDFLARE_SETTINGS)} are set together (or none): "
+                          f"{', '.join(missing)} missing")
+    if not missing and not settings.redis_url:
+        # The edge is sent the generation Redis counts; without Redis there is none to send.
+        raise ConfigError(f"{', '.join(CLOUDFLARE_SETTINGS)} publish the cache generations "
+                          "kept in Redis: set REDIS_URL too")
+    for name in CLOUDFLARE_SETTINGS[:2]:
+        if values[name] and not _CLOUDFLARE_ID.fullmatch(values[name]):
+            raise ConfigError(f"{name} is not a Cloudflare id: {values[name]!r}")
+    url = urlsplit(settings.cloudflare_api_base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError("CLOUDFLARE_API_BASE_URL must be an http(s) URL, got "
+                          f"{settings.cloudflare_api_base_url!r}")
 
 
 def _check_provider(env: str, value: str) -> None:
@@ -217,6 +273,16 @@ class OperatorSettings(_Settings):
         "REDIS_URL; empty = workers bump nothing"))
     redis_secret_key: str = field(default="REDIS_URL", metadata=_meta(
         "WORKER_REDIS_SECRET_KEY", "key of that Secret"))
+    cloudflare_account_id: str = _cloudflare_account_id()
+    cloudflare_kv_namespace_id: str = _cloudflare_kv_namespace_id()
+    cloudflare_api_token: str = _cloudflare_api_token()
+    cloudflare_api_base_url: str = _cloudflare_api_base_url()
+    cloudflare_secret_name: str = field(default="", metadata=_meta(
+        "WORKER_CLOUDFLARE_SECRET", "Secret (in each CR's namespace) holding the workers' "
+        "CLOUDFLARE_API_TOKEN; empty = workers publish nothing to the edge (the operator "
+        "still does, when a Job ends)"))
+    cloudflare_secret_key: str = field(default="CLOUDFLARE_API_TOKEN", metadata=_meta(
+        "WORKER_CLOUDFLARE_SECRET_KEY", "key of that Secret"))
     worker_log_level: str = field(default="INFO", metadata=_meta(
         "WORKER_LOG_LEVEL", "LOG_LEVEL of the workers"))
     job_backoff_limit: int = field(default=2, metadata=_meta(
@@ -252,6 +318,7 @@ class OperatorSettings(_Settings):
         super().validate()
         _check_provider("DEFAULT_EMBEDDING_PROVIDER", self.default_provider)
         _check_redis_url("REDIS_URL", self.redis_url)
+        _check_cloudflare(self)
         if self.dlq_critical < self.dlq_warning:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:

@@ -90,3 +90,7 @@ class Provider(StrEnum):
 
     OPENAI = "openai"  # the OpenAI API, or any server speaking it (OPENAI_BASE_URL)
     HASH = "hash"  # offline feature hashing: no key, no network
+
+
+# Cloudflare's API, where generations are published to the edge Worker's KV (edgekv.py).
+CLOUDFLARE_API: Final = "https://api.cloudflare.com/client/v4"

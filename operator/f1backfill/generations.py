@@ -11,6 +11,9 @@ not once per call. `read` raises `CacheUnavailable` instead, and the caller deci
 front door serves uncached). Without a Redis URL the object does nothing, so callers need
 no `if`.
 
+With an `edge` (`f1backfill.edgekv.EdgeGenerations`), each new value is also written to the
+edge Worker's KV, so that the edge's cache misses too; `close()` writes what it held back.
+
 Sync redis-py, with short timeouts: the worker calls it from its lanes, the operator
 through `asyncio.to_thread`.
 """
@@ -26,6 +29,7 @@ from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .edgekv import EdgeGenerations
 from .errors import CacheUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,11 +57,13 @@ class Generations:
 
     `redis_url` (redis://, rediss:// or unix://) or an existing `client`; failures go to
     `failures`, else to a counter created in `registry`, else in a registry of its own.
+    `edge` also receives every new value (and is flushed by `close`).
     """
 
     def __init__(self, redis_url: str | None = None, *, client: Redis | None = None,
                  failures: Counter | None = None, registry: CollectorRegistry | None = None,
-                 timeout: float = SOCKET_TIMEOUT_SECONDS) -> None:
+                 timeout: float = SOCKET_TIMEOUT_SECONDS,
+                 edge: EdgeGenerations | None = None) -> None:
         if redis_url and client is not None:
             raise ValueError("give a Redis URL or a client, not both")
         self._owned = bool(redis_url)
@@ -68,6 +74,7 @@ class Generations:
                                     socket_connect_timeout=timeout,
                                     retry=Retry(NoBackoff(), 1))
         self._client = client
+        self.edge = edge
         self.failures = failures if failures is not None else bump_failures_counter(
             registry if registry is not None else CollectorRegistry())
         self._lock = threading.Lock()
@@ -78,8 +85,9 @@ class Generations:
         return self._client is not None
 
     def bump(self, yacht_id: str) -> int | None:
-        """INCR the yacht's generation; its new value, or None when there is no Redis or it
-        failed (counted; logged at the first failure of an outage). Never raises."""
+        """INCR the yacht's generation; its new value (published to the edge too), or None
+        when there is no Redis or it failed (counted; logged at the first failure of an
+        outage). Never raises."""
         if self._client is None:
             return None
         try:
@@ -99,6 +107,8 @@ class Generations:
                 back, self._down = self._down, False
             if back:
                 log.info("Redis answers again: cache generation bumps resume")
+        if self.edge is not None:
+            self.edge.publish(yacht_id, value)
         return value
 
     def read(self, yacht_id: str) -> int:
@@ -114,7 +124,10 @@ class Generations:
                                    f"({type(exc).__name__}: {exc})") from exc
 
     def close(self) -> None:
-        """Close the connections of a client made here (a client given is the giver's)."""
+        """Write the values the edge publisher held back; close the connections of a
+        client made here (a client given is the giver's)."""
+        if self.edge is not None:
+            self.edge.flush()
         if self._owned and self._client is not None:
             self._client.close()
 

@@ -41,6 +41,14 @@ def normalize_query(text: str, max_chars: int = 200) -> str:
     return collapsed[:max_chars].rstrip()
 
 
+def search_query(q: str, max_chars: int = 200) -> str:
+    """A search's `q` as it is searched and cached: normalised, or "" (the empty query,
+    which lists recent rows) when it is empty or only whitespace. Raises InvalidQuery as
+    `normalize_query` does. The edge Worker (edge/) derives its cache keys the same way;
+    tests/vectors/search_keys.json holds both to it."""
+    return normalize_query(q, max_chars) if q.strip() else ""
+
+
 def comparable(text: str) -> str:
     """search_text in the same form as a normalised query, to test for containment."""
     folded = unicodedata.normalize("NFKC", text).casefold()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+from f1sandbox.fake_cloudflare import FakeCloudflare
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.stack import REDIS_SECRET, backfill, running_stack
 from tests.support.waiting import wait_for
@@ -106,3 +107,42 @@ def test_an_operator_whose_redis_is_away_completes_the_backfill_and_counts(
         wait_for(lambda: "f1_cache_generation_bump_failures_total 1.0" in scraped(),
                  timeout=10, message=lambda: scraped()[-3000:])
         assert stack.operator_output().count("cannot bump cache generations") == 1
+
+
+def test_the_edge_kv_ends_with_the_generation_redis_has(pg_server, redis_url, tmp_path):
+    # The workers' token comes from the Secret the operator names; the operator has its own.
+    with FakeCloudflare(token="cf-e2e-s3cret") as cloudflare, running_stack(
+            pg_server, tmp_path, redis_url=redis_url,
+            CLOUDFLARE_ACCOUNT_ID=cloudflare.account,
+            CLOUDFLARE_KV_NAMESPACE_ID=cloudflare.namespace,
+            CLOUDFLARE_API_TOKEN="cf-e2e-s3cret", CLOUDFLARE_API_BASE_URL=cloudflare.base_url,
+            WORKER_CLOUDFLARE_SECRET="f1backfill-cloudflare") as stack:
+        stack.api.apply({"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": "f1backfill-cloudflare", "namespace": "fleet"},
+                         "stringData": {"CLOUDFLARE_API_TOKEN": "cf-e2e-s3cret"}})
+        import psycopg2
+
+        db = psycopg2.connect(stack.database_url)
+        db.autocommit = True
+        try:
+            yacht = add_yacht(db, "Edge")
+            add_rows(db, yacht.id, 30, max_chars=400)
+            stack.apply(backfill("edge", yacht.id, batchSize=10, batchSleepSeconds=0))
+            stack.start_runner()
+            stack.start_operator()
+            wait_for(lambda: succeeded(stack, "edge"), timeout=60,
+                     message=lambda: stack.operator_output()[-2000:])
+            generation = stack.generation(yacht.id)
+            assert generation >= 2  # the workers' batches, then the operator's Job end
+            key = f"gen:{yacht.id}"
+            wait_for(lambda: cloudflare.value(cloudflare.namespace, key) == str(generation),
+                     timeout=10, message=lambda: f"{cloudflare.writes}")
+            writes = [w for w in cloudflare.writes if w.key == key]
+            assert all(w.authorized for w in writes)
+            # The first batch's bump is a worker's; the last value, the operator's.
+            assert writes[0].value == "1" and writes[-1].value == str(generation), writes
+            (job,) = stack.jobs()
+            assert "cf-e2e-s3cret" not in str(job)
+            assert "cf-e2e-s3cret" not in stack.operator_output()
+        finally:
+            db.close()

@@ -207,6 +207,22 @@ def test_a_server_embedding_queries_unlike_the_rows_refuses_to_rank(fleet, datab
     assert "EMBEDDING_DIMENSIONS" in message
 
 
+def test_the_length_is_read_from_the_vectors_when_the_column_has_none(db, fleet,
+                                                                    database_url, redis_url):
+    """The length check reads the column's type; a column altered to plain `vector` (no
+    length) makes it read the vectors themselves, and a server of another length is still
+    refused."""
+    a, _, keys_a, _ = fleet
+    with db.cursor() as cur:
+        cur.execute("ALTER TABLE search_index ALTER COLUMN embedding TYPE vector")
+    with running_door(database_url, redis_url) as door:
+        response = door.search(token_for(a.id), "racor oil filter")
+    assert response.status_code == 200
+    assert ids(response)[0] == str(keys_a[0][1])
+    with running_door(database_url, redis_url, dimensions=256) as door:
+        assert door.search(token_for(a.id), "oil filter").status_code == 409
+
+
 def test_search_is_unavailable_not_failing_when_postgres_is_away(fleet, redis_url):
     a, *_ = fleet
     with running_door("postgresql://f1@127.0.0.1:9/f1", redis_url) as door:

@@ -9,7 +9,9 @@ import sys
 import time
 
 import pytest
+import redis
 
+from f1sandbox.fake_cloudflare import FakeCloudflare
 from f1sandbox.fake_openai import FakeOpenAI
 from tests.support.fleet import add_rows, add_yacht, status_counts
 from tests.support.waiting import wait_for
@@ -137,3 +139,23 @@ def test_an_unreachable_database_is_reported_without_its_password(db, database_u
     assert worker.returncode == 2
     assert "cannot connect to the database" in output
     assert "s3cret-pw" not in output
+
+
+def test_a_worker_publishes_its_yachts_last_generation_to_the_edge(db, database_url,
+                                                                    redis_url):
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 30)
+    with FakeOpenAI() as fake, FakeCloudflare(token="cf-hunter2") as cloudflare:
+        worker = start_worker(
+            database_url, yacht, fake, BATCH_SIZE="10", LOG_LEVEL="DEBUG", REDIS_URL=redis_url,
+            CLOUDFLARE_ACCOUNT_ID=cloudflare.account,
+            CLOUDFLARE_KV_NAMESPACE_ID=cloudflare.namespace,
+            CLOUDFLARE_API_TOKEN="cf-hunter2", CLOUDFLARE_API_BASE_URL=cloudflare.base_url)
+        output, _ = worker.communicate(timeout=60)
+        published = cloudflare.value(cloudflare.namespace, f"gen:{yacht.id}")
+    assert worker.returncode == 0, output
+    in_redis = redis.Redis.from_url(redis_url).get(f"f1:gen:{yacht.id}")
+    # Three batches, three bumps; whatever the one-write-a-second limit held back was
+    # written as the worker exited: the edge ends where Redis does.
+    assert in_redis == b"3" and published == "3", output
+    assert "cf-hunter2" not in output

@@ -43,6 +43,7 @@ from tests.support.helm import (
     render,
     render_scenario,
     require_helm,
+    template,
     values_args,
 )
 
@@ -53,7 +54,8 @@ CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PodMonit
                 "PrometheusRule"}
 # Settings the chart leaves to the operator's default on purpose (operator.extraEnv can
 # still set them): the image's own entry point, not a user's choice.
-NOT_EXPOSED = {"WORKER_COMMAND"}
+# CLOUDFLARE_API_BASE_URL: Cloudflare's API, another only in tests (a local fake of it).
+NOT_EXPOSED = {"WORKER_COMMAND", "CLOUDFLARE_API_BASE_URL"}
 # The operator's Deployment is called the release's full name; the other Deployments
 # (the in-chart Redis, the search front door) add a suffix.
 OPERATOR = "f1backfill"
@@ -257,6 +259,46 @@ def test_the_redis_secret_reaches_the_operator_and_by_name_the_workers():
     # What the operator makes of it: each Job references the Secret, never the value.
     assert job_env(env)["REDIS_URL"] == {"name": "REDIS_URL",
                                          "valueFrom": env_from("search-cache", "url")}
+
+
+EDGE = {"accountId": "0123456789abcdef0123456789abcdef",
+        "kvNamespaceId": "fedcba9876543210fedcba9876543210",
+        "existingSecret": "f1backfill-cloudflare"}
+
+
+def test_the_edge_kv_reaches_the_operator_and_by_name_the_workers():
+    env = operator_env(render({"edge": EDGE}))
+    assert env["CLOUDFLARE_ACCOUNT_ID"] == EDGE["accountId"]
+    assert env["CLOUDFLARE_KV_NAMESPACE_ID"] == EDGE["kvNamespaceId"]
+    assert env["CLOUDFLARE_API_TOKEN"] == env_from("f1backfill-cloudflare",
+                                                   "CLOUDFLARE_API_TOKEN")
+    assert (env["WORKER_CLOUDFLARE_SECRET"], env["WORKER_CLOUDFLARE_SECRET_KEY"]) == (
+        "f1backfill-cloudflare", "CLOUDFLARE_API_TOKEN")
+    # What the operator makes of it (its own token from the Secret): each Job references
+    # the Secret, never the token.
+    plain = {key: value for key, value in env.items() if isinstance(value, str)}
+    settings = OperatorSettings.from_env({**plain, "CLOUDFLARE_API_TOKEN": "cf-token",
+                                        "REDIS_URL": "redis://redis:6379/0"})
+    backfill = ObservedBackfill(namespace="fleet", name="lady-marina", uid="u", generation=1,
+                                created=datetime(2025, 1, 1, tzinfo=UTC),
+                                spec=BackfillSpec.from_dict({"yachtId": str(uuid.uuid4())}))
+    job = build_job(backfill, 1, settings)
+    jobs = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert jobs["CLOUDFLARE_API_TOKEN"] == {
+        "name": "CLOUDFLARE_API_TOKEN",
+        "valueFrom": env_from("f1backfill-cloudflare", "CLOUDFLARE_API_TOKEN")}
+    assert "cf-token" not in json.dumps(job)
+
+
+def test_no_edge_kv_by_default_and_all_three_or_none():
+    env = operator_env(render())
+    assert [env[name] for name in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_KV_NAMESPACE_ID",
+                                   "CLOUDFLARE_API_TOKEN", "WORKER_CLOUDFLARE_SECRET")] == [
+        "", "", "", ""]
+    for missing in EDGE:
+        result = template({"edge": {**EDGE, missing: ""}})
+        assert result.returncode != 0
+        assert "set together, or none of them" in result.stderr
 
 
 def test_redis_needs_no_rbac():

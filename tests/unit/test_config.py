@@ -2,7 +2,7 @@
 
 import pytest
 
-from f1backfill.config import WorkerSettings
+from f1backfill.config import OperatorSettings, WorkerSettings
 from f1backfill.errors import ConfigError
 
 YACHT = "0b8f5d1e-8f0e-4c1a-9c53-2f1d8a6b9e10"
@@ -122,3 +122,24 @@ def test_the_vector_length_has_one_bound_for_a_cr_a_worker_and_the_migration():
         WorkerSettings.from_env({"EMBEDDING_DIMENSIONS": str(top + 1)})
     with pytest.raises(MigrationError, match=f"within 1..{top}"):
         migrate("postgresql://nowhere.invalid/none", dimensions=top + 1)  # before connecting
+
+
+@pytest.mark.parametrize("cls", [WorkerSettings, OperatorSettings])
+def test_the_edge_kv_settings_are_all_or_none_and_the_token_a_secret(cls):
+    ids = {"CLOUDFLARE_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
+           "CLOUDFLARE_KV_NAMESPACE_ID": "fedcba9876543210fedcba9876543210"}
+    full = {**ids, "CLOUDFLARE_API_TOKEN": "cf-s3cret", "REDIS_URL": "redis://cache:6379/0"}
+    settings = cls.from_env(full)
+    assert settings.cloudflare_api_base_url == "https://api.cloudflare.com/client/v4"
+    assert settings.redacted()["cloudflare_api_token"] == "<set>"
+    assert "cf-s3cret" not in repr(settings)
+    assert cls.from_env({}).cloudflare_account_id == ""  # none: nothing is published
+    with pytest.raises(ConfigError, match="CLOUDFLARE_API_TOKEN missing"):
+        cls.from_env(ids)
+    with pytest.raises(ConfigError, match="CLOUDFLARE_ACCOUNT_ID is not a Cloudflare id"):
+        cls.from_env({**full, "CLOUDFLARE_ACCOUNT_ID": "../../accounts/other"})
+    with pytest.raises(ConfigError, match="CLOUDFLARE_API_BASE_URL"):
+        cls.from_env({**full, "CLOUDFLARE_API_BASE_URL": "file:///etc/passwd"})
+    # The generation the edge is sent is Redis's: no Redis, nothing to publish.
+    with pytest.raises(ConfigError, match="set REDIS_URL too"):
+        cls.from_env({key: value for key, value in full.items() if key != "REDIS_URL"})

@@ -212,6 +212,44 @@ def test_no_redis_url_without_a_secret_even_when_the_operator_has_one() -> None:
     assert "cache-s3cret" not in json.dumps(job)
 
 
+CLOUDFLARE = {"cloudflare_account_id": "0123456789abcdef0123456789abcdef",
+              "cloudflare_kv_namespace_id": "fedcba9876543210fedcba9876543210",
+              "cloudflare_api_token": "cf-s3cret", "redis_url": "redis://redis:6379/0"}
+
+
+def test_the_edge_kv_settings_reach_workers_with_the_token_by_reference() -> None:
+    s = settings(**CLOUDFLARE, cloudflare_secret_name="f1backfill-cloudflare")
+    # Without Redis a worker has no generation to publish: no CLOUDFLARE_* (its settings
+    # would refuse them).
+    assert not [name for name in env(build_job(backfill(), 1, s))
+                if name.startswith("CLOUDFLARE_")]
+    s = settings(**CLOUDFLARE, cloudflare_secret_name="f1backfill-cloudflare",
+                 redis_secret_name="f1backfill-redis")
+    job = build_job(backfill(), 1, s)
+    values = literal_env(job)
+    assert values["CLOUDFLARE_ACCOUNT_ID"] == CLOUDFLARE["cloudflare_account_id"]
+    assert values["CLOUDFLARE_KV_NAMESPACE_ID"] == CLOUDFLARE["cloudflare_kv_namespace_id"]
+    assert env(job)["CLOUDFLARE_API_TOKEN"] == {
+        "name": "CLOUDFLARE_API_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": "f1backfill-cloudflare", "key": "CLOUDFLARE_API_TOKEN"}}}
+    assert "CLOUDFLARE_API_BASE_URL" not in values  # Cloudflare's own, the default
+    assert "cf-s3cret" not in json.dumps(job)
+    fake = settings(**CLOUDFLARE, cloudflare_secret_name="cf", cloudflare_secret_key="token",
+                    cloudflare_api_base_url="http://127.0.0.1:8787/client/v4",
+                    redis_secret_name="f1backfill-redis")
+    job = build_job(backfill(), 1, fake)
+    assert literal_env(job)["CLOUDFLARE_API_BASE_URL"] == "http://127.0.0.1:8787/client/v4"
+    assert env(job)["CLOUDFLARE_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "cf", "key": "token"}
+
+
+def test_no_edge_kv_settings_without_a_secret_for_the_token() -> None:
+    # The operator's own token is for its own publishes; workers get one only by reference.
+    job = build_job(backfill(), 1, settings(**CLOUDFLARE))
+    assert not [name for name in env(job) if name.startswith("CLOUDFLARE_")]
+    assert "cf-s3cret" not in json.dumps(job)
+
+
 def test_no_credential_is_written_anywhere_in_the_manifest() -> None:
     s = OperatorSettings.from_env({
         "DATABASE_URL": "postgresql://f1:db-s3cret@postgres:5432/f1",
@@ -219,12 +257,17 @@ def test_no_credential_is_written_anywhere_in_the_manifest() -> None:
         "OPENAI_BASE_URL": "https://llm.internal/v1",
         "REDIS_URL": "rediss://:cache-s3cret@redis:6380/0",
         "WORKER_REDIS_SECRET": "f1backfill-redis",
+        "CLOUDFLARE_ACCOUNT_ID": CLOUDFLARE["cloudflare_account_id"],
+        "CLOUDFLARE_KV_NAMESPACE_ID": CLOUDFLARE["cloudflare_kv_namespace_id"],
+        "CLOUDFLARE_API_TOKEN": "cf-s3cret",
+        "WORKER_CLOUDFLARE_SECRET": "f1backfill-cloudflare",
     })
     job = build_job(full_sample(), 1, s)
     text = json.dumps(job)
     assert "db-s3cret" not in text and "postgresql://" not in text
     assert "cache-s3cret" not in text and "rediss://" not in text
-    for name in ("DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL"):
+    assert "cf-s3cret" not in text
+    for name in ("DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL", "CLOUDFLARE_API_TOKEN"):
         assert set(env(job)[name]) == {"name", "valueFrom"}
         assert set(env(job)[name]["valueFrom"]) == {"secretKeyRef"}
     assert not any(k in " ".join(container(job)["command"]) for k in ("KEY", "URL", "://"))

@@ -10,6 +10,7 @@ from ..config import OperatorSettings
 from ..constants import (
     ANNOTATION_BACKFILL_UID,
     API_VERSION,
+    CLOUDFLARE_API,
     KIND,
     LABEL_ADMISSION,
     LABEL_BACKFILL,
@@ -85,6 +86,19 @@ def build_job(backfill: ObservedBackfill, admission: int,
         # carry a password, so it is a reference too.
         env.append({"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
             "name": settings.redis_secret_name, "key": settings.redis_secret_key}}})
+    if (settings.redis_secret_name and settings.cloudflare_secret_name
+            and settings.cloudflare_account_id and settings.cloudflare_kv_namespace_id):
+        # The edge's KV, where each batch's bump is published too (docs/edge.md): only with
+        # Redis, which counts the generations. The ids are not secret; the API token is, so
+        # it is a reference like the others.
+        env.append({"name": "CLOUDFLARE_ACCOUNT_ID", "value": settings.cloudflare_account_id})
+        env.append({"name": "CLOUDFLARE_KV_NAMESPACE_ID",
+                    "value": settings.cloudflare_kv_namespace_id})
+        env.append({"name": "CLOUDFLARE_API_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": settings.cloudflare_secret_name, "key": settings.cloudflare_secret_key}}})
+        if settings.cloudflare_api_base_url != CLOUDFLARE_API:
+            env.append({"name": "CLOUDFLARE_API_BASE_URL",
+                        "value": settings.cloudflare_api_base_url})
     if settings.openai_base_url:
         env.append({"name": "OPENAI_BASE_URL", "value": settings.openai_base_url})
     if provider == "openai":

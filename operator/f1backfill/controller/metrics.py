@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..api import Phase
+from ..edgekv import publish_failures_counter
 from ..generations import bump_failures_counter
 
 _BACKFILL_LABELS = ("namespace", "name", "yacht_id")
@@ -108,6 +109,9 @@ class OperatorMetrics:
         # f1_cache_generation_bump_failures_total: finished Jobs whose bump of the yacht's
         # cache generation failed (Redis away).
         self.generation_bump_failures = bump_failures_counter(r)
+        # f1_edge_generation_publish_failures_total: bumps of finished Jobs not written to
+        # the edge's KV (Cloudflare away or refusing).
+        self.edge_publish_failures = publish_failures_counter(r)
 
     def record_backfills(self, samples: list[BackfillSample]) -> None:
         """Every backfill's phase, queue position and progress, as of this tick."""

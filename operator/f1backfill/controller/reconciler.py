@@ -44,6 +44,7 @@ from ..config import OperatorSettings
 from ..constants import ANNOTATION_ABANDON_DEAD_LETTERS, ANNOTATION_REPLAY_DEAD_LETTERS
 from ..db.figures import DriftProbe, YachtFigures
 from ..db.fleet import FleetDatabase
+from ..edgekv import EdgeGenerations
 from ..errors import BackfillError, PermanentError, TransientError
 from ..generations import Generations
 from ..memory import release_memory
@@ -123,9 +124,11 @@ class Reconciler:
         self.db = db
         self.metrics = metrics
         self.gate = gate
-        # A Job that ends bumps its yacht's search cache generation (no-op without Redis).
+        # A Job that ends bumps its yacht's search cache generation and publishes it to the
+        # edge's KV (each a no-op unless configured).
         self.generations = generations or Generations(
-            settings.redis_url, failures=metrics.generation_bump_failures)
+            settings.redis_url, failures=metrics.generation_bump_failures,
+            edge=EdgeGenerations.from_settings(settings, metrics.edge_publish_failures))
         self._wake = asyncio.Event()
         self.cache = FleetCache(on_change=self._wake.set)
         self.informers = list(informers)

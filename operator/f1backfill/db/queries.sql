@@ -458,26 +458,35 @@ ORDER BY CASE y.tier WHEN 'enterprise' THEN 0 WHEN 'premium' THEN 1 ELSE 2 END, 
 
 -- name: search_signatures
 -- The embeddings a yacht's rows carry (provider, model, length) and how many rows each:
--- a query must be embedded as they were.
-SELECT embedding_provider, embedding_model, vector_dims(embedding), count(*)
-FROM search_index
-WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+-- a query must be embedded as they were. The length is the column's type (pgvector's
+-- typmod), which every stored vector has; only a column without one makes each vector be
+-- read for it.
+SELECT s.embedding_provider, s.embedding_model,
+       coalesce(nullif(a.atttypmod, -1), vector_dims(s.embedding)), count(*)
+FROM search_index s
+JOIN pg_attribute a ON a.attrelid = 'search_index'::regclass AND a.attname = 'embedding'
+WHERE s.yacht_id = %(yacht_id)s AND s.embedding_status = 'embedded'
 GROUP BY 1, 2, 3;
 
 -- name: search_nearest
 -- The yacht's embedded rows nearest the query vector (cosine distance), of the types the
 -- caller's role may see (NULL: every type), embedded as the query was. An exact scan of
--- one yacht's rows: the yacht filter comes first, so recall is complete.
-SELECT object_type, object_id, 1 - (embedding <=> %(vector)s::vector) AS score,
-       left(search_text, %(snippet_chars)s)
-FROM search_index
-WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
-  AND (%(object_types)s::text[] IS NULL OR object_type = ANY (%(object_types)s::text[]))
-  AND embedding_model = %(model)s
-  AND (embedding_provider = %(provider)s OR embedding_provider IS NULL)
-  AND vector_dims(embedding) = %(dimensions)s
-ORDER BY embedding <=> %(vector)s::vector, object_type, object_id
-LIMIT %(limit)s;
+-- one yacht's rows: the yacht filter comes first, so recall is complete. Each row's vector
+-- is stored out of line (TOAST), so it is read once: the distance is computed once, in the
+-- inner query, and the snippet is cut for the top rows only. No `vector_dims` filter: the
+-- column's type fixes every vector's length, and the caller has checked that the query's
+-- length is the same (`search_signatures`).
+SELECT object_type, object_id, 1 - distance, left(search_text, %(snippet_chars)s)
+FROM (SELECT object_type, object_id, search_text,
+             embedding <=> %(vector)s::vector AS distance
+      FROM search_index
+      WHERE yacht_id = %(yacht_id)s AND embedding_status = 'embedded'
+        AND (%(object_types)s::text[] IS NULL OR object_type = ANY (%(object_types)s::text[]))
+        AND embedding_model = %(model)s
+        AND (embedding_provider = %(provider)s OR embedding_provider IS NULL)
+      ORDER BY distance, object_type, object_id
+      LIMIT %(limit)s) AS nearest
+ORDER BY distance, object_type, object_id;
 
 -- name: search_recent
 -- An empty query: the yacht's most recently updated embedded rows (no score).

@@ -115,7 +115,7 @@ class SearchIndex:
         with self._cursor() as cur:
             cur.execute(query("search_nearest"), {
                 "yacht_id": yacht_id, "vector": literal, "model": signature.model,
-                "provider": signature.provider, "dimensions": signature.dimensions,
+                "provider": signature.provider,
                 "object_types": _types(object_types), "limit": limit,
                 "snippet_chars": SNIPPET_CHARS})
             return [Hit(t, str(i), float(score), snippet)

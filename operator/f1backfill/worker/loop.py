@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..config import WorkerSettings
 from ..constants import Provider
+from ..edgekv import EdgeGenerations
 from ..errors import AuthFailed, SchemaMismatch
 from ..generations import Generations
 from .breaker import CircuitBreaker
@@ -67,11 +68,13 @@ class Worker:
             on_change=self._breaker_changed)
         self.metrics.breaker_state.set(0)
         self.estimator = TokenEstimator()
-        # Each batch that stored embeddings bumps the yacht's cache generation (a no-op
-        # without REDIS_URL; a failure is counted, never raised).
+        # Each batch that stored embeddings bumps the yacht's cache generation, and
+        # publishes it to the edge's KV (each a no-op unless configured; a failure is
+        # counted, never raised).
         self._own_generations = generations is None
         self.generations = generations or Generations(
-            settings.redis_url, failures=self.metrics.generation_bump_failures)
+            settings.redis_url, failures=self.metrics.generation_bump_failures,
+            edge=EdgeGenerations.from_settings(settings, self.metrics.edge_publish_failures))
         self.summary = RunSummary()
         self._lock = threading.Lock()
         self._fatal: BaseException | None = None

