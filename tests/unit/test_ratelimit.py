@@ -254,6 +254,9 @@ def test_with_a_shared_bucket_every_request_reserves_and_settles_there_too():
     assert shared.calls == [("reserve", 1000), ("settle", 1000, 900, headers)]
     # The headers correct the shared bucket, not the worker's own cap.
     assert limiter.snapshot()["tokens"] == pytest.approx(59_100)
+    # The account's limits still cap it, so no request is packed larger than the account.
+    limiter.settle(limiter.acquire(10), 10, {"x-ratelimit-limit-tokens": "20000"})
+    assert limiter.max_request_tokens == 20_000
 
 
 def test_a_wait_for_the_shared_bucket_cancelled_gives_everything_back():

@@ -213,6 +213,12 @@ class RateLimiter:
         self._settle_local(reservation, actual_tokens)
         if headers and self.shared is None:
             self.observe_headers(headers, reservation.sent_at)
+        elif headers:
+            # The shared bucket follows the levels; this one still takes the account's
+            # limits as a cap, so that no request is packed larger than the account.
+            with self._cond:
+                self._refill()
+                self._cap_to_limits(headers)
 
     def _settle_local(self, reservation: Reservation, actual_tokens: int | None) -> None:
         with self._cond:
@@ -242,20 +248,12 @@ class RateLimiter:
         that bound is news (someone else spends this account), and then we take the bound,
         less what we still have in flight.
         """
-        limit_tokens = _limit(headers, "tokens")
-        limit_requests = _limit(headers, "requests")
         remaining_tokens = _remaining(headers, "tokens")
         remaining_requests = _remaining(headers, "requests")
         with self._cond:
             now = self._refill()
             since = max(0.0, now - (now if sent_at is None else sent_at))
-            # The account's limit caps our bucket: a worker configured above its account
-            # would otherwise burst into 429s.
-            for bucket, limit in ((self._tokens, limit_tokens), (self._requests, limit_requests)):
-                if limit and limit < bucket.capacity:
-                    bucket.capacity = limit
-                    bucket.rate = min(bucket.rate, limit / 60.0)
-                    bucket.level = min(bucket.level, limit)
+            self._cap_to_limits(headers)
             if remaining_tokens is not None:
                 bound = remaining_tokens + self._tokens.rate * since
                 if self._tokens.level > bound + 1:
@@ -264,6 +262,16 @@ class RateLimiter:
                 bound = remaining_requests + self._requests.rate * since
                 if self._requests.level > bound + 1:
                     self._requests.level = bound
+
+    def _cap_to_limits(self, headers: Mapping[str, str]) -> None:
+        """The account's limit caps our bucket: a worker configured above its account would
+        otherwise burst into 429s. Call under the condition."""
+        for bucket, limit in ((self._tokens, _limit(headers, "tokens")),
+                              (self._requests, _limit(headers, "requests"))):
+            if limit and limit < bucket.capacity:
+                bucket.capacity = limit
+                bucket.rate = min(bucket.rate, limit / 60.0)
+                bucket.level = min(bucket.level, limit)
 
     def pause(self, seconds: float) -> None:
         """A 429 said 'retry after': nobody sends until then."""
