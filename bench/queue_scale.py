@@ -17,7 +17,8 @@ acknowledgement (`embedding_jobs`), and also from the worker's start to its exit
 takes: its start-up queries and its last look at the queue included); the medians of the
 runs are compared. While the worker runs, once a quarter of its rows are embedded, the
 claim's `EXPLAIN (ANALYZE, BUFFERS)` is taken from another connection and rolled back (it
-holds 100 rows for a few milliseconds; the worker skips them).
+holds 100 rows for a few milliseconds; the worker skips them); after the run instead, when
+the run was too short to catch.
 
 Prints ONE JSON line on stdout (rows/s at each size, the ratio of the largest to the
 smallest, target >= 0.9); progress and the plans on stderr.
@@ -111,11 +112,13 @@ def load(url: str, size: int, rows: int, yachts: int, seed: int) -> tuple[str, d
 
 
 class PlanTaker:
-    """Takes the claim's EXPLAIN (ANALYZE, BUFFERS) once `at` rows of the yacht are done."""
+    """Takes the claim's EXPLAIN (ANALYZE, BUFFERS) once `at` rows of the yacht are done (or,
+    for a run too short to catch, after it: `when` says which)."""
 
     def __init__(self, url: str, yacht: str, at: int) -> None:
         self.url, self.yacht, self.at = url, yacht, at
         self.plan = ""
+        self.when = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="plan", daemon=True)
 
@@ -126,6 +129,21 @@ class PlanTaker:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if not self.plan:
+            self._explain("after the run")
+
+    def _explain(self, when: str) -> None:
+        conn = psycopg2.connect(self.url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + query("claim_batch"), {
+                    "yacht_id": self.yacht, "worker": "bench-explain",
+                    "lease_seconds": 300.0, "limit": 100})
+                self.plan = "\n".join(row[0] for row in cur.fetchall())
+                self.when = when
+            conn.rollback()
+        finally:
+            conn.close()
 
     def _run(self) -> None:
         conn = psycopg2.connect(self.url)
@@ -139,12 +157,7 @@ class PlanTaker:
                     done = cur.fetchone()[0]
                 conn.rollback()
                 if done >= self.at:
-                    with conn.cursor() as cur:
-                        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + query("claim_batch"), {
-                            "yacht_id": self.yacht, "worker": "bench-explain",
-                            "lease_seconds": 300.0, "limit": 100})
-                        self.plan = "\n".join(row[0] for row in cur.fetchall())
-                    conn.rollback()
+                    self._explain(f"with {done:,} rows of the yacht embedded")
                     return
         finally:
             conn.close()
@@ -203,7 +216,7 @@ def run_once(url: str, yacht: str, size: int, args: argparse.Namespace, workdir:
               "rows_per_second": round(embedded / seconds, 1) if seconds else None,
               "rows_per_second_wall": round(embedded / wall, 1) if wall else None,
               "worker_peak_rss_mib": round(hwm / 1024, 1),
-              "claim_plan": planner.plan}
+              "claim_plan": planner.plan, "claim_plan_taken": planner.when}
     log(f"  {size:,} queued, run {run + 1}: {embedded:,} rows in {seconds:.2f}s (claim to "
         f"ack): {result['rows_per_second']} rows/s; {result['rows_per_second_wall']} rows/s "
         "from start to exit")
@@ -215,11 +228,11 @@ def summary(loaded: dict, runs: list[dict]) -> dict:
         values = [r[key] for r in runs if r[key] is not None]
         return round(statistics.median(values), 1) if values else None
 
-    return {**loaded, "runs": [{k: v for k, v in r.items() if k != "claim_plan"}
+    return {**loaded, "runs": [{k: v for k, v in r.items() if not k.startswith("claim_plan")}
                                for r in runs],
             "rows_per_second": median("rows_per_second"),
             "rows_per_second_wall": median("rows_per_second_wall"),
-            "claim_plan": runs[0]["claim_plan"]}
+            "claim_plan": runs[0]["claim_plan"], "claim_plan_taken": runs[0]["claim_plan_taken"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs[size].append(run_once(url, yacht, size, args, Path(tmp), run))
             for size in sizes:
                 results[str(size)] = summary(prepared[size][2], runs[size])
-                print(f"-- EXPLAIN (ANALYZE, BUFFERS) claim_batch at {size:,} queued rows, a "
-                      f"quarter of the yacht drained:\n{results[str(size)]['claim_plan']}",
+                print(f"-- EXPLAIN (ANALYZE, BUFFERS) claim_batch at {size:,} queued rows, "
+                      f"{results[str(size)]['claim_plan_taken']}:\n"
+                      f"{results[str(size)]['claim_plan']}",
                       file=sys.stderr, flush=True)
     finally:
         server.stop()
