@@ -58,6 +58,8 @@ bench: $(STAMP) ## the benchmarks (docs/benchmarks.md)
 	PYTHONPATH=. $(BIN)/python bench/worker_throughput.py
 	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
 	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
+	PYTHONPATH=. $(BIN)/python bench/job_gap.py
+	PYTHONPATH=. $(BIN)/python bench/queue_scale.py
 
 clean: ## delete .venv and the caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
