@@ -81,6 +81,8 @@ bench: $(STAMP) ## the benchmarks (docs/benchmarks.md)
 	PYTHONPATH=. $(BIN)/python bench/claim_cost.py
 	PYTHONPATH=. $(BIN)/python bench/operator_admission.py
 	PYTHONPATH=. $(BIN)/python bench/fleet_budget.py
+	PYTHONPATH=. $(BIN)/python bench/job_gap.py
+	PYTHONPATH=. $(BIN)/python bench/queue_scale.py
 	PYTHONPATH=. $(BIN)/python bench/search_latency.py
 
 clean: ## delete .venv and the caches

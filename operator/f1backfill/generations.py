@@ -15,22 +15,24 @@ With an `edge` (`f1backfill.edgekv.EdgeGenerations`), each new value is also wri
 edge Worker's KV, so that the edge's cache misses too; `close()` writes what it held back.
 
 Sync redis-py, with short timeouts: the worker calls it from its lanes, the operator
-through `asyncio.to_thread`.
+through `asyncio.to_thread`. redis-py is imported, and the client made, at the first call:
+importing it took 0.06-0.4 s of a worker's start, which was on the way to its first
+request (docs/benchmarks.md, the gap between Jobs).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from prometheus_client import CollectorRegistry, Counter
-from redis import Redis, RedisError
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .edgekv import EdgeGenerations
 from .errors import CacheUnavailable
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +69,11 @@ class Generations:
         if redis_url and client is not None:
             raise ValueError("give a Redis URL or a client, not both")
         self._owned = bool(redis_url)
-        if redis_url:
-            # One retry without delay: a pooled connection that Redis closed (a restart)
-            # is reopened at once; anything longer belongs to the next call.
-            client = Redis.from_url(redis_url, socket_timeout=timeout,
-                                    socket_connect_timeout=timeout,
-                                    retry=Retry(NoBackoff(), 1))
+        self._url = redis_url or None
+        self._timeout = timeout
         self._client = client
         self.edge = edge
+        self._making = threading.Lock()
         self.failures = failures if failures is not None else bump_failures_counter(
             registry if registry is not None else CollectorRegistry())
         self._lock = threading.Lock()
@@ -82,16 +81,36 @@ class Generations:
 
     @property
     def enabled(self) -> bool:
-        return self._client is not None
+        return self._client is not None or self._url is not None
+
+    def _redis(self) -> Redis:
+        """The client: the one given, or one made from the URL at the first call (a URL
+        it cannot read raises ValueError, counted as a failure like Redis away)."""
+        if self._client is None and self._url is not None:
+            with self._making:
+                if self._client is None:
+                    from redis import Redis
+                    from redis.backoff import NoBackoff
+                    from redis.retry import Retry
+
+                    # One retry without delay: a pooled connection that Redis closed (a
+                    # restart) is reopened at once; anything longer belongs to the next call.
+                    self._client = Redis.from_url(
+                        self._url, socket_timeout=self._timeout,
+                        socket_connect_timeout=self._timeout, retry=Retry(NoBackoff(), 1))
+        assert self._client is not None
+        return self._client
 
     def bump(self, yacht_id: str) -> int | None:
         """INCR the yacht's generation; its new value (published to the edge too), or None
         when there is no Redis or it failed (counted; logged at the first failure of an
         outage). Never raises."""
-        if self._client is None:
+        if not self.enabled:
             return None
+        from redis import RedisError  # at the first call (see the module's docstring)
+
         try:
-            value = int(self._client.incr(generation_key(yacht_id)))
+            value = int(self._redis().incr(generation_key(yacht_id)))
         except (RedisError, OSError, ValueError) as exc:
             self.failures.inc()
             with self._lock:
@@ -114,10 +133,12 @@ class Generations:
     def read(self, yacht_id: str) -> int:
         """The yacht's generation (0 when never bumped). Raises CacheUnavailable when there
         is no Redis or it does not answer."""
-        if self._client is None:
+        if not self.enabled:
             raise CacheUnavailable("no Redis configured (REDIS_URL is empty)")
+        from redis import RedisError  # at the first call (see the module's docstring)
+
         try:
-            value = self._client.get(generation_key(yacht_id))
+            value = self._redis().get(generation_key(yacht_id))
             return int(value) if value is not None else 0
         except (RedisError, OSError, ValueError) as exc:
             raise CacheUnavailable(f"cannot read the cache generation of yacht {yacht_id} "

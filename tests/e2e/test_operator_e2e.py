@@ -153,6 +153,36 @@ def test_an_operator_killed_mid_run_creates_no_duplicate_job(stack, stack_db):
         assert status_counts(stack_db, yacht.id) == {"embedded": names[name]}
 
 
+def test_the_next_backfill_is_admitted_when_a_job_completes_not_at_the_next_tick(
+        stack, stack_db):
+    """The timer is a minute: only the Job's completion event can admit the next one in
+    time. Times are sampled every 20 ms from the emulator."""
+    for n, name in enumerate(("first", "second", "third")):
+        yacht = add_yacht(stack_db, name)
+        add_rows(stack_db, yacht.id, 5, seed=n, max_chars=200)
+        stack.apply(backfill(name, yacht.id, priority=100 - n, batchSleepSeconds=0,
+                             embedding={"provider": "hash"}))
+    stack.start_runner()
+    completed: dict[str, float] = {}
+    created: dict[str, float] = {}
+
+    def sample() -> bool:
+        now = time.monotonic()
+        for job in stack.jobs():
+            owner = job["metadata"]["ownerReferences"][0]["name"]
+            created.setdefault(owner, now)
+            conditions = (job.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Complete" and c["status"] == "True" for c in conditions):
+                completed.setdefault(owner, now)
+        return len(completed) == 3
+
+    stack.start_operator(RECONCILE_INTERVAL_SEC="60", DRIFT_INTERVAL_SEC="60")
+    wait_for(sample, timeout=60, interval=0.02,
+             message=lambda: f"{stack.phases()}\n{stack.operator_output()[-2000:]}")
+    assert created["second"] - completed["first"] < 2.0
+    assert created["third"] - completed["second"] < 2.0
+
+
 def test_suspend_stops_the_running_job_and_releases_its_rows(stack, stack_db):
     # 400 rows at 5 per request and 0.25 s each: ~5 s of work, so the suspend lands mid-run.
     yachts = slow_fleet(stack, stack_db, {"pausable": 400})

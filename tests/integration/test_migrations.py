@@ -1,4 +1,5 @@
-"""Migrations: versioned, idempotent, safe when several run at once; the DLQ trigger."""
+"""Migrations: versioned, idempotent, safe when several run at once; the DLQ trigger; HOT
+status changes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import threading
 
 import psycopg2
 
+from f1backfill.db import query
 from f1backfill.db.migrate import available, migrate
+from f1backfill.worker.queue import Queue
 from tests.support.fleet import add_rows, add_yacht
 
 
@@ -70,3 +73,32 @@ def test_dlq_trigger_files_the_failing_row_from_new(db):
         cur.execute("SELECT count(*), max(attempts), bool_and(resolved_at IS NULL) "
                     "FROM embedding_dlq")
         assert cur.fetchone() == (1, 6, True)
+
+
+def test_a_rows_status_changes_are_hot_updates(db, database_url):
+    """004: no index holds embedding_status and pages keep room, so a row on its way to an
+    embedding (queued, processing, embedded) writes no new index entry: the primary key's
+    random UUIDs would otherwise spread a yacht's writes over the whole fleet's index."""
+    with db.cursor() as cur:
+        cur.execute("SELECT reloptions FROM pg_class WHERE relname = 'search_index'")
+        assert "fillfactor=70" in cur.fetchone()[0]
+        cur.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'search_index'")
+        indexes = [row[0] for row in cur.fetchall()]
+    assert not [i for i in indexes if "embedding_status" in i], indexes
+    yacht = add_yacht(db)
+    add_rows(db, yacht.id, 20)
+    queue = Queue(database_url, str(yacht.id), "hot-test", 300)
+    try:
+        queue.enqueue_pending()
+        counts = ("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+                  "WHERE relname = 'search_index'")  # this backend's, not yet flushed
+        with queue.conn, queue.conn.cursor() as cur:
+            cur.execute(counts)
+            updates, hot = cur.fetchone()
+            cur.execute(query("claim_batch"), {"yacht_id": yacht.id, "worker": "hot-test",
+                                               "lease_seconds": 300.0, "limit": 5})
+            assert len(cur.fetchall()) == 5
+            cur.execute(counts)
+            assert cur.fetchone() == (updates + 5, hot + 5)  # the claim's five, all HOT
+    finally:
+        queue.close()

@@ -79,3 +79,36 @@ def test_jobs_are_held_by_namespace_and_name_and_listed_per_namespace():
     assert list(cache.jobs) == [("fleet", mine.name)]
     cache.jobs.listed("fleet", {})
     assert not cache.jobs
+
+
+COMPLETE = {"succeeded": 1, "conditions": [
+    {"type": "Complete", "status": "True", "reason": "CompletionsReached"}]}
+
+
+def job_version(status: dict | None, version: str, *, admission: int = 1):
+    body = job_body(observe_backfill(backfill_body(uid="u1")), admission, status)
+    body["metadata"]["resourceVersion"] = version
+    return observe_job(body)
+
+
+def test_a_job_that_ends_frees_a_slot_once():
+    freed = []
+    cache = FleetCache(on_freed=lambda: freed.append(1))
+    running = job_version({"active": 1}, "1")
+    key = (running.namespace, running.name)
+    cache.jobs.seen(key, running)
+    assert freed == []  # a Job that runs holds its slot
+    cache.jobs.seen(key, job_version(COMPLETE, "2"))
+    assert freed == [1]
+    cache.jobs.seen(key, job_version(COMPLETE, "3"))  # still ended: nothing new freed
+    cache.jobs.gone(key)  # a finished Job going away (its TTL) frees nothing more
+    assert freed == [1]
+
+
+def test_an_unfinished_job_that_goes_away_frees_its_slot():
+    freed = []
+    cache = FleetCache(on_freed=lambda: freed.append(1))
+    running = job_version({"active": 1}, "1")
+    cache.jobs.seen((running.namespace, running.name), running)
+    cache.jobs.gone((running.namespace, running.name))
+    assert freed == [1]

@@ -39,7 +39,7 @@ def test_the_product_wheel_holds_the_product_package_alone(tmp_path: Path) -> No
                if "sandbox" in n or Path(n).name in {"demo.py", "localdb.py", "samples.py"}
                or "fake_openai" in n or n.endswith(".yaml")]
     assert sandbox == []
-    assert "f1sandbox" not in entry_points and "f1backfill = f1backfill.cli:main" in entry_points
+    assert "f1sandbox" not in entry_points and "f1backfill = f1backfill.cli:console" in entry_points
 
 
 def test_the_sandbox_wheel_carries_its_package_data(tmp_path: Path) -> None:

@@ -54,10 +54,33 @@ class Table(dict[K, T], Generic[K, T]):
             self.on_change()
 
 
+class JobTable(Table[tuple[str, str], ObservedJob]):
+    """Our Jobs. One that ends (or goes away unfinished) frees an admission slot: that also
+    calls `on_freed`, so that the reconciler admits the next backfill at once."""
+
+    def __init__(self, on_change: Callable[[], None] = lambda: None,
+                 on_freed: Callable[[], None] = lambda: None) -> None:
+        super().__init__(on_change)
+        self.on_freed = on_freed
+
+    def seen(self, key: tuple[str, str], item: ObservedJob) -> None:
+        held = self.get(key)
+        super().seen(key, item)
+        if item.finished and (held is None or not held.finished):
+            self.on_freed()
+
+    def gone(self, key: tuple[str, str]) -> None:
+        held = self.get(key)
+        super().gone(key)
+        if held is not None and not held.finished:
+            self.on_freed()
+
+
 class FleetCache:
-    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None,
+                 on_freed: Callable[[], None] = lambda: None) -> None:
         self.backfills: Table[str, ObservedBackfill] = Table(on_change)
-        self.jobs: Table[tuple[str, str], ObservedJob] = Table(on_change)
+        self.jobs: JobTable = JobTable(on_change, on_freed)
 
     def apply_backfill(self, body: Mapping[str, Any],
                        written: BackfillStatus | None = None) -> ObservedBackfill:

@@ -62,6 +62,9 @@ STATUS_WRITERS = 8
 # A tick that wrote this many statuses (the first one of a large fleet) leaves megabytes of
 # freed response bodies behind; hand them back to the system rather than keep the peak.
 RELEASE_AFTER_WRITES = 500
+# After a watch event the tick waits this long for the rest of a burst (a kubectl apply of
+# many backfills), to decide once for all of them; not after a Job's end (see _loop).
+BURST_SECONDS = 0.1
 # After a failed tick the next comes later and later: tick_seconds, doubled per failure,
 # capped here. Nothing is retried in a tight loop while a database or API server is away.
 MAX_BACKOFF_SECONDS = 60.0
@@ -130,7 +133,8 @@ class Reconciler:
             settings.redis_url, failures=metrics.generation_bump_failures,
             edge=EdgeGenerations.from_settings(settings, metrics.edge_publish_failures))
         self._wake = asyncio.Event()
-        self.cache = FleetCache(on_change=self._wake.set)
+        self._freed = asyncio.Event()  # a Job ended or went away: a slot is free
+        self.cache = FleetCache(on_change=self._wake.set, on_freed=self._freed.set)
         self.informers = list(informers)
         self.rates = RateTracker()
         self.drift: dict[str, DriftStatus] = {}  # by yacht id
@@ -169,15 +173,22 @@ class Reconciler:
 
     async def _loop(self, stopped: asyncio.Event) -> None:
         while not stopped.is_set():
-            wait = await self._tick_once()
+            # Cleared before the tick, not after: a Job that ends while a tick runs (its
+            # status writes take a while in a large fleet) wakes the next tick at once
+            # instead of waiting for the timer.
             self._wake.clear()
+            self._freed.clear()
+            wait = await self._tick_once()
             try:
                 if self.failures:  # backing off: watch events do not cut the wait short
                     await asyncio.wait_for(stopped.wait(), timeout=wait)
                     continue
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                # Let a burst of watch events land before deciding once for all of them.
-                await asyncio.sleep(0.1)
+                if not self._freed.is_set():
+                    # Let a burst of watch events land before deciding once for all of them.
+                    # Not when a Job has ended: its slot is admitted at once, the next
+                    # backfill's Job is on the way between two Jobs (docs/benchmarks.md).
+                    await asyncio.sleep(BURST_SECONDS)
             except TimeoutError:
                 pass
 

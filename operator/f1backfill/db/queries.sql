@@ -247,13 +247,18 @@ WHERE yacht_id = %(yacht_id)s AND status = 'processing' AND claimed_by = %(worke
 
 -- name: queue_state
 -- What is left for a yacht: decides whether the worker may exit, and feeds /health.
-SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE status = 'processing') AS processing,
-       count(*) FILTER (WHERE status = 'queued' AND available_at <= now()) AS ready,
-       EXTRACT(EPOCH FROM min(available_at) FILTER (WHERE status = 'queued') - now())
-           AS next_in_seconds
-FROM embedding_jobs
-WHERE yacht_id = %(yacht_id)s AND status IN ('queued', 'processing');
+-- One count per status, each through its partial index (embedding_jobs_claim,
+-- embedding_jobs_processing): `status IN (...)` matches neither, and was a sequential scan
+-- of the whole table, the fleet's queue and its history (137 ms at 670,000 queued rows).
+SELECT q.queued, p.processing, q.ready, q.next_in_seconds
+FROM (SELECT count(*) AS queued,
+             count(*) FILTER (WHERE available_at <= now()) AS ready,
+             EXTRACT(EPOCH FROM min(available_at) - now()) AS next_in_seconds
+      FROM embedding_jobs
+      WHERE yacht_id = %(yacht_id)s AND status = 'queued') q,
+     (SELECT count(*) AS processing
+      FROM embedding_jobs
+      WHERE yacht_id = %(yacht_id)s AND status = 'processing') p;
 
 -- name: embedding_dimensions
 -- The declared length of search_index.embedding (vector's typmod is its dimension).

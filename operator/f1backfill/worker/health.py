@@ -19,6 +19,7 @@ from .metrics import WorkerMetrics
 
 IDLE_LIMIT_SECONDS = 300.0
 MAX_CONSECUTIVE_FAILURES = 10
+SHUTDOWN_POLL_SECONDS = 0.05
 
 
 class HealthState:
@@ -56,8 +57,11 @@ class HealthServer:
         handler = _handler(state)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health",
-                                        daemon=True)
+        # serve_forever looks for `shutdown` every poll interval: at the default 0.5 s the
+        # worker's exit waited up to half a second for it, between two Jobs.
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+                                        name="health", daemon=True)
 
     @property
     def port(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -89,29 +90,54 @@ class HashProvider:
 
 
 class OpenAIProvider:
-    """The official SDK; OPENAI_BASE_URL points it at any OpenAI-compatible server."""
+    """The official SDK; OPENAI_BASE_URL points it at any OpenAI-compatible server.
+
+    Importing the SDK is most of a worker's start (0.45 s of 0.65 s of imports, quiet
+    machine): it is imported, and the client made, in a thread of its own, while the worker
+    connects to the database and queues and claims its rows, which mostly wait on
+    PostgreSQL; the first request waits for it (docs/benchmarks.md, the gap between Jobs).
+    """
 
     name = Provider.OPENAI
 
     def __init__(
         self, *, api_key: str, base_url: str | None, model: str, dimensions: int, timeout: float
     ) -> None:
-        import openai
-
-        self._openai = openai
-        # The SDK's own retries are off: a retry hidden inside the SDK would skip our rate
-        # limiter's accounting and the circuit breaker, and hide 429 headers from us.
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0
-        )
         self.model = model
         self.dimensions = dimensions
+        self._openai = None
+        self._client = None
+        self._failed: BaseException | None = None
+        self._made = threading.Thread(
+            target=self._make, args=(api_key, base_url, timeout), name="openai-client",
+            daemon=True)
+        self._made.start()
+
+    def _make(self, api_key: str, base_url: str | None, timeout: float) -> None:
+        try:
+            import openai
+
+            # The SDK's own retries are off: a retry hidden inside the SDK would skip our
+            # rate limiter's accounting and the circuit breaker, and hide 429 headers from us.
+            self._client = openai.OpenAI(
+                api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0
+            )
+            self._openai = openai
+        except BaseException as exc:  # raised again to whoever needs the client
+            self._failed = exc
+
+    def _ready(self):
+        """The SDK and its client, once made; what failed to make them raises here."""
+        self._made.join()
+        if self._failed is not None:
+            raise self._failed
+        return self._openai, self._client
 
     def embed(self, texts: list[str]) -> EmbedResult:
-        openai = self._openai
+        openai, client = self._ready()
         extra = {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
         try:
-            raw = self._client.embeddings.with_raw_response.create(
+            raw = client.embeddings.with_raw_response.create(
                 input=texts, model=self.model, encoding_format="base64", **extra
             )
         except openai.APITimeoutError as exc:
@@ -137,7 +163,9 @@ class OpenAIProvider:
         return _read(raw, len(texts))
 
     def close(self) -> None:
-        self._client.close()
+        self._made.join()
+        if self._client is not None:
+            self._client.close()
 
 
 def _read(raw, inputs: int) -> EmbedResult:

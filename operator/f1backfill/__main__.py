@@ -1,0 +1,5 @@
+"""`python -m f1backfill`: the `f1backfill` program."""
+
+from .cli import console
+
+console()
