@@ -42,30 +42,6 @@ def _bounded(env: str, doc: str, bound: Bound) -> Any:
                  metadata=_meta(env, doc, lo=bound.minimum, hi=bound.maximum))
 
 
-# The edge's KV (docs/edge.md), where the worker and the operator also publish each
-# generation they bump: the same four settings in both.
-def _cloudflare_account_id() -> Any:
-    return field(default="", metadata=_meta(
-        "CLOUDFLARE_ACCOUNT_ID", "Cloudflare account of the edge Worker's KV namespace; "
-        "empty = generations are not published to the edge"))
-
-
-def _cloudflare_kv_namespace_id() -> Any:
-    return field(default="", metadata=_meta(
-        "CLOUDFLARE_KV_NAMESPACE_ID", "id of that KV namespace (the Worker's SEARCH_CACHE)"))
-
-
-def _cloudflare_api_token() -> Any:
-    return field(default="", repr=False, metadata=_meta(
-        "CLOUDFLARE_API_TOKEN", "API token allowed to write that namespace (Workers KV "
-        "Storage: Edit); from a Secret", secret=True))
-
-
-def _cloudflare_api_base_url() -> Any:
-    return field(default=CLOUDFLARE_API, metadata=_meta(
-        "CLOUDFLARE_API_BASE_URL", "Cloudflare's API; another only for tests"))
-
-
 class _Settings:
     """What every settings object does: read the environment, validate, redact."""
 
@@ -83,17 +59,13 @@ class _Settings:
 
 
 @dataclass(frozen=True)
-class WorkerSettings(_Settings):
-    """What one embedding worker (one Job, one yacht) needs."""
+class _Embedding(_Settings):
+    """How text is embedded (the worker's rows, the front door's queries): the same five
+    settings in both, so that a query is embedded as the rows it is compared with."""
 
-    yacht_id: str = field(
-        default="", metadata=_meta("YACHT_ID", "the yacht whose queue is drained")
-    )
-    database_url: str = field(
-        default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
-    )
     provider: str = field(default="hash", metadata=_meta(
-        "EMBEDDING_PROVIDER", "openai (any OpenAI-compatible API) or hash (offline)"))
+        "EMBEDDING_PROVIDER", "openai (any OpenAI-compatible API) or hash (offline); "
+        "serve: as the yachts' rows were embedded"))
     openai_api_key: str = field(
         default="", metadata=_meta("OPENAI_API_KEY", "API key; from a Secret", secret=True)
     )
@@ -104,6 +76,50 @@ class WorkerSettings(_Settings):
     dimensions: int = _bounded(
         "EMBEDDING_DIMENSIONS", "vector length; must match search_index.embedding",
         EMBEDDING_DIMENSIONS)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_provider("EMBEDDING_PROVIDER", self.provider)
+        if self.provider == Provider.OPENAI and not self.openai_api_key:
+            raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
+
+
+@dataclass(frozen=True)
+class _EdgePublishing(_Settings):
+    """The edge's KV (docs/edge.md), where the worker and the operator also publish each
+    generation they bump in Redis: the same four settings in both, all three ids or none,
+    and only with REDIS_URL."""
+
+    redis_url: str = field(default="", metadata=_meta(
+        "REDIS_URL", "Redis of the search cache, whose yacht generations are bumped; "
+        "empty = no bump; from a Secret", secret=True))
+    cloudflare_account_id: str = field(default="", metadata=_meta(
+        "CLOUDFLARE_ACCOUNT_ID", "Cloudflare account of the edge Worker's KV namespace; "
+        "empty = generations are not published to the edge"))
+    cloudflare_kv_namespace_id: str = field(default="", metadata=_meta(
+        "CLOUDFLARE_KV_NAMESPACE_ID", "id of that KV namespace (the Worker's SEARCH_CACHE)"))
+    cloudflare_api_token: str = field(default="", repr=False, metadata=_meta(
+        "CLOUDFLARE_API_TOKEN", "API token allowed to write that namespace (Workers KV "
+        "Storage: Edit); from a Secret", secret=True))
+    cloudflare_api_base_url: str = field(default=CLOUDFLARE_API, metadata=_meta(
+        "CLOUDFLARE_API_BASE_URL", "Cloudflare's API; another only for tests"))
+
+    def validate(self) -> None:
+        super().validate()
+        _check_redis_url("REDIS_URL", self.redis_url)
+        _check_cloudflare(self)
+
+
+@dataclass(frozen=True)
+class WorkerSettings(_Embedding, _EdgePublishing):
+    """What one embedding worker (one Job, one yacht) needs."""
+
+    yacht_id: str = field(
+        default="", metadata=_meta("YACHT_ID", "the yacht whose queue is drained")
+    )
+    database_url: str = field(
+        default="", metadata=_meta("DATABASE_URL", "PostgreSQL URL; from a Secret", secret=True)
+    )
     batch_size: int = _bounded("BATCH_SIZE", "rows claimed per batch", BATCH_SIZE)
     batch_sleep_sec: float = _bounded(
         "BATCH_SLEEP_SEC", "pause between a lane's batches", BATCH_SLEEP_SECONDS)
@@ -146,13 +162,6 @@ class WorkerSettings(_Settings):
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
     worker_name: str = field(default="", metadata=_meta(
         "WORKER_NAME", "identifies this worker's claims; default host-pid"))
-    redis_url: str = field(default="", metadata=_meta(
-        "REDIS_URL", "Redis of the search cache, whose yacht generation each batch bumps; "
-        "empty = no bump; from a Secret", secret=True))
-    cloudflare_account_id: str = _cloudflare_account_id()
-    cloudflare_kv_namespace_id: str = _cloudflare_kv_namespace_id()
-    cloudflare_api_token: str = _cloudflare_api_token()
-    cloudflare_api_base_url: str = _cloudflare_api_base_url()
 
     def validate(self) -> None:
         super().validate()
@@ -161,11 +170,6 @@ class WorkerSettings(_Settings):
                 uuid.UUID(self.yacht_id)
             except ValueError:
                 raise ConfigError(f"YACHT_ID is not a UUID: {self.yacht_id!r}") from None
-        _check_provider("EMBEDDING_PROVIDER", self.provider)
-        _check_redis_url("REDIS_URL", self.redis_url)
-        _check_cloudflare(self)
-        if self.provider == Provider.OPENAI and not self.openai_api_key:
-            raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
 
 
 CLOUDFLARE_SETTINGS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_KV_NAMESPACE_ID",
@@ -227,7 +231,7 @@ def _parse(f, raw: str) -> Any:
 
 
 @dataclass(frozen=True)
-class OperatorSettings(_Settings):
+class OperatorSettings(_EdgePublishing):
     """What the operator needs; one object, from the environment, validated at start."""
 
     database_url: str = field(
@@ -265,18 +269,11 @@ class OperatorSettings(_Settings):
         "WORKER_OPENAI_SECRET", "Secret (in each CR's namespace) holding OPENAI_API_KEY"))
     openai_secret_key: str = field(default="OPENAI_API_KEY", metadata=_meta(
         "WORKER_OPENAI_SECRET_KEY", "key of that Secret"))
-    redis_url: str = field(default="", metadata=_meta(
-        "REDIS_URL", "Redis of the search cache: a finished Job bumps its yacht's "
-        "generation; empty = no bump; from a Secret", secret=True))
     redis_secret_name: str = field(default="", metadata=_meta(
         "WORKER_REDIS_SECRET", "Secret (in each CR's namespace) holding the workers' "
         "REDIS_URL; empty = workers bump nothing"))
     redis_secret_key: str = field(default="REDIS_URL", metadata=_meta(
         "WORKER_REDIS_SECRET_KEY", "key of that Secret"))
-    cloudflare_account_id: str = _cloudflare_account_id()
-    cloudflare_kv_namespace_id: str = _cloudflare_kv_namespace_id()
-    cloudflare_api_token: str = _cloudflare_api_token()
-    cloudflare_api_base_url: str = _cloudflare_api_base_url()
     cloudflare_secret_name: str = field(default="", metadata=_meta(
         "WORKER_CLOUDFLARE_SECRET", "Secret (in each CR's namespace) holding the workers' "
         "CLOUDFLARE_API_TOKEN; empty = workers publish nothing to the edge (the operator "
@@ -317,8 +314,6 @@ class OperatorSettings(_Settings):
     def validate(self) -> None:
         super().validate()
         _check_provider("DEFAULT_EMBEDDING_PROVIDER", self.default_provider)
-        _check_redis_url("REDIS_URL", self.redis_url)
-        _check_cloudflare(self)
         if self.dlq_critical < self.dlq_warning:
             raise ConfigError("DLQ_CRITICAL_THRESHOLD must not be below DLQ_WARNING_THRESHOLD")
         if not self.worker_command:
@@ -389,7 +384,7 @@ DEFAULT_ROLE_OBJECT_TYPES = ("captain=*;officer=*;"
 
 
 @dataclass(frozen=True)
-class ServeSettings(_Settings):
+class ServeSettings(_Embedding):
     """The search front door, `f1backfill serve`: the HTTP API, its cache and its tokens."""
 
     database_url: str = field(
@@ -428,28 +423,13 @@ class ServeSettings(_Settings):
     max_query_chars: int = field(default=200, metadata=_meta(
         "FEEDBACK_MAX_QUERY_CHARS", "a normalised query is cut to this length (as the "
         "feedback job cuts it)", lo=8, hi=10_000))
-    provider: str = field(default="hash", metadata=_meta(
-        "EMBEDDING_PROVIDER", "how queries are embedded: as the yachts' rows were"))
-    openai_api_key: str = field(
-        default="", metadata=_meta("OPENAI_API_KEY", "API key; from a Secret", secret=True)
-    )
-    openai_base_url: str = field(default="", metadata=_meta(
-        "OPENAI_BASE_URL", "OpenAI-compatible endpoint; empty = api.openai.com"))
-    model: str = field(default=EMBEDDING_MODEL, metadata=_meta(
-        "EMBEDDING_MODEL", "embedding model name"))
-    dimensions: int = _bounded(
-        "EMBEDDING_DIMENSIONS", "vector length; as the yachts' rows were embedded",
-        EMBEDDING_DIMENSIONS)
     request_timeout_sec: float = field(default=10.0, metadata=_meta(
         "REQUEST_TIMEOUT_SEC", "timeout of one query embedding request", lo=0.1, hi=600.0))
     log_level: str = field(default="INFO", metadata=_meta("LOG_LEVEL", "DEBUG, INFO, WARNING"))
 
     def validate(self) -> None:
         super().validate()
-        _check_provider("EMBEDDING_PROVIDER", self.provider)
         _check_redis_url("REDIS_URL", self.redis_url)
-        if self.provider == Provider.OPENAI and not self.openai_api_key:
-            raise ConfigError("OPENAI_API_KEY is required with EMBEDDING_PROVIDER=openai")
         if self.default_limit > self.max_limit:
             raise ConfigError("SEARCH_DEFAULT_LIMIT must not be above SEARCH_MAX_LIMIT")
         self.roles()  # refuses a malformed mapping at start
