@@ -23,6 +23,7 @@ from .defaults import (
     BATCH_SLEEP_SECONDS,
     EMBEDDING_DIMENSIONS,
     EMBEDDING_MODEL,
+    JWT_LEEWAY_SECONDS,
     MAX_ATTEMPTS,
     MAX_EMBEDDING_CHARS,
     REQUESTS_PER_MINUTE,
@@ -403,8 +404,8 @@ class ServeSettings(_Embedding):
         "JWT_AUDIENCE", "the `aud` tokens must carry; empty: not checked"))
     jwt_issuer: str = field(default="", metadata=_meta(
         "JWT_ISSUER", "the `iss` tokens must carry; empty: not checked"))
-    jwt_leeway_sec: float = field(default=30.0, metadata=_meta(
-        "JWT_LEEWAY_SEC", "clock skew allowed on exp and nbf", lo=0.0, hi=600.0))
+    jwt_leeway_sec: float = _bounded(
+        "JWT_LEEWAY_SEC", "clock skew allowed on exp and nbf", JWT_LEEWAY_SECONDS)
     role_object_types: str = field(default=DEFAULT_ROLE_OBJECT_TYPES, metadata=_meta(
         "SEARCH_ROLE_OBJECT_TYPES",
         "the object types each role may find: `role=type,type;role=*`; other roles may not "

@@ -57,3 +57,9 @@ TIER_PRIORITY: Final[Mapping[str, int]] = MappingProxyType({
 # QoS and is not the first one evicted under memory pressure).
 DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_CPU: Final = "500m"
+
+
+# --- The search front door -------------------------------------------------------------------
+# Clock skew tolerated on a token's exp and nbf (seconds): the origin's JWT_LEEWAY_SEC and
+# its verifier (frontdoor/auth.py); the edge Worker's JWT_LEEWAY_SECONDS has the same range.
+JWT_LEEWAY_SECONDS: Final = Bound(30.0, 0.0, 300.0)

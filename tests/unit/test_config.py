@@ -2,7 +2,8 @@
 
 import pytest
 
-from f1backfill.config import OperatorSettings, WorkerSettings
+from f1backfill.config import OperatorSettings, ServeSettings, WorkerSettings
+from f1backfill.defaults import JWT_LEEWAY_SECONDS
 from f1backfill.errors import ConfigError
 
 YACHT = "0b8f5d1e-8f0e-4c1a-9c53-2f1d8a6b9e10"
@@ -143,3 +144,12 @@ def test_the_edge_kv_settings_are_all_or_none_and_the_token_a_secret(cls):
     # The generation the edge is sent is Redis's: no Redis, nothing to publish.
     with pytest.raises(ConfigError, match="set REDIS_URL too"):
         cls.from_env({key: value for key, value in full.items() if key != "REDIS_URL"})
+
+
+def test_the_token_leeway_has_one_range_and_a_bad_one_is_refused_by_its_own_name():
+    # serve reads JWT_LEEWAY_SEC; its verifier takes the same range (defaults.py), so a
+    # value out of it is refused naming the variable the user set, not the verifier's.
+    assert ServeSettings.from_env({}).jwt_leeway_sec == JWT_LEEWAY_SECONDS.default
+    ServeSettings.from_env({"JWT_LEEWAY_SEC": str(JWT_LEEWAY_SECONDS.maximum)})
+    with pytest.raises(ConfigError, match="JWT_LEEWAY_SEC="):
+        ServeSettings.from_env({"JWT_LEEWAY_SEC": str(JWT_LEEWAY_SECONDS.maximum + 1)})

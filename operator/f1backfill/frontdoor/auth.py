@@ -45,6 +45,7 @@ from typing import Any
 import jwt
 from jwt.utils import is_pem_format, is_ssh_key
 
+from ..defaults import JWT_LEEWAY_SECONDS
 from ..errors import ConfigError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class AuthSettings:
         "JWT_AUDIENCE", "when set, tokens must carry this aud; empty = aud not checked"))
     jwt_issuer: str = field(default="", metadata=_meta(
         "JWT_ISSUER", "when set, tokens must carry this iss; empty = iss not checked"))
-    leeway_seconds: float = field(default=30.0, metadata=_meta(
-        "JWT_LEEWAY_SECONDS", "clock skew tolerated on exp and nbf", lo=0.0, hi=300.0))
+    leeway_seconds: float = field(default=JWT_LEEWAY_SECONDS.default, metadata=_meta(
+        "JWT_LEEWAY_SECONDS", "clock skew tolerated on exp and nbf",
+        lo=JWT_LEEWAY_SECONDS.minimum, hi=JWT_LEEWAY_SECONDS.maximum))
     jwks_ttl_seconds: float = field(default=300.0, metadata=_meta(
         "JWT_JWKS_TTL_SECONDS", "how long a fetched JWK set is used before it is refetched",
         lo=JWKS_REFETCH_INTERVAL_SECONDS, hi=86400.0))
